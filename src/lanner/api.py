@@ -1,0 +1,274 @@
+"""The Python face of lanner: every CLI verb is one of these functions."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from lanner._io import write_json, write_text
+from lanner.config import TrainConfig, make_config, parse_duration
+from lanner.engine.checkpoint import find_checkpoint, load_checkpoint
+from lanner.engine.schedules import lr_at, plot_schedule, schedule_table
+from lanner.engine.setup import (
+    base_lr,
+    build_optimizer,
+    choose_device,
+    choose_precision,
+    first_segment,
+    hardware_info,
+    new_run_dir,
+    now,
+)
+from lanner.engine.trainer import Interrupted, Trainer, TrainState
+from lanner.errors import ConfigError
+
+RESUMABLE = ("lr", "epochs", "schedule", "patience", "monitor", "time")
+
+
+def _console(console: Console | None) -> Console:
+    return console or Console()
+
+
+def _infer_task(config: TrainConfig) -> str:
+    if config.task:
+        return config.task
+    from lanner.data.formats import read_dataset
+
+    return read_dataset(config.data, config.format).task
+
+
+def _prepare(config: TrainConfig, run_dir: Path, device, console, fresh: bool):
+    task = config.task
+    if task == "detect":
+        from lanner.tasks.detect_setup import prepare_detection
+
+        return prepare_detection(config, run_dir, device, console, fresh)
+    from lanner.tasks.classify_setup import prepare_classification
+
+    return prepare_classification(config, run_dir, device, console, fresh)
+
+
+# ------------------------------------------------------------------------------------------ train
+def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
+    """Train a new run; returns its directory (printed at start and end)."""
+    console = _console(console)
+    if config.max_image_pixels is not None:
+        from lanner.data.images import set_max_image_pixels
+
+        set_max_image_pixels(config.max_image_pixels)
+    config = config.model_copy(update={"task": _infer_task(config)})
+    run_dir = new_run_dir(config.run, config.task)
+    config = config.model_copy(update={"run": str(run_dir)})
+    console.print(f"run directory: [bold]{run_dir}[/]")
+    torch.manual_seed(config.seed)
+    device = choose_device(config.device)
+    precision = choose_precision(config.precision, device)
+    prepared = _prepare(config, run_dir, device, console, fresh=True)
+    config = config.model_copy(update={"model": prepared.model_name, "batch_size": prepared.batch_size})
+    write_text(run_dir / "config.yaml", config.to_yaml())
+    write_json(run_dir / "hardware.json", hardware_info(device, precision))
+    spe = prepared.task.steps_per_epoch()
+    segments = [first_segment(config, spe)]
+    state = TrainState(
+        total_epochs=config.epochs,
+        segments=segments,
+        monitor=config.monitor or prepared.task.monitor,
+        patience=config.patience,
+    )
+    optimizer = build_optimizer(prepared.model, config, base_lr(config))
+    for note in prepared.notes:
+        console.print(note)
+    _print_plan(console, config, prepared, device, precision, segments, state)
+    plot_schedule(segments, config.epochs * spe, spe, run_dir / "schedule.png")
+    return _fit(config, prepared, optimizer, state, run_dir, device, precision, console, evaluate_after)
+
+
+def _print_plan(console, config, prepared, device, precision, segments, state) -> None:
+    spe = prepared.task.steps_per_epoch()
+    n = prepared.task.num_train_images
+    console.print(f"epoch = {n} images = {spe} steps of batch {prepared.batch_size}")
+    sched = segments[-1].schedule
+    warm = f", warmup {sched.warmup_epochs:g} epochs" if sched.warmup_epochs else ""
+    budget = f" (time budget {config.time}: epochs re-estimated after the first steps)" if config.time else ""
+    console.print(
+        f"device {device}, precision {precision}, optimizer {config.optimizer}, "
+        f"lr {segments[-1].base_lr:g}, schedule {sched.name}{warm}, {state.total_epochs} epochs{budget}"
+    )
+
+
+def _fit(config, prepared, optimizer, state, run_dir, device, precision, console, evaluate_after) -> Path:
+    trainer = Trainer(
+        task=prepared.task,
+        model=prepared.model,
+        optimizer=optimizer,
+        state=state,
+        run_dir=run_dir,
+        device=device,
+        precision=precision,
+        console=console,
+        extra_checkpoint={"config": config.model_dump(mode="json"), "model_name": prepared.model_name},
+        time_budget_s=parse_duration(config.time) if config.time else None,
+        freeze_epochs=config.freeze_epochs,
+    )
+    try:
+        trainer.fit()
+    except Interrupted:
+        console.print(
+            f"[yellow]stopped[/] at epoch {state.epoch + 1}, step {state.step_in_epoch} of "
+            f"{trainer.steps_per_epoch}; checkpoint saved. Continue with: [bold]lanner resume {run_dir}[/]"
+        )
+        raise
+    if state.best_epoch is not None:
+        console.print(f"best {state.monitor} {state.best_value:.4f} at epoch {state.best_epoch}")
+    if evaluate_after:
+        evaluate(run_dir, console=console)
+    console.print(f"run directory: [bold]{run_dir}[/]")
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------- resume
+def resume(
+    run: str | Path, console: Console | None = None, *, evaluate_after: bool = True, **changes
+) -> Path:
+    """Continue a run from its last checkpoint, optionally with new settings (a new segment)."""
+    console = _console(console)
+    run_dir = Path(run)
+    ckpt = load_checkpoint(find_checkpoint(run_dir, "last"))
+    old = make_config(ckpt["config"], f"{run_dir}/checkpoints/last.ckpt")
+    changes = {k: v for k, v in changes.items() if v is not None}
+    unknown = set(changes) - set(RESUMABLE)
+    if unknown:
+        raise ConfigError(
+            f"cannot change {', '.join(sorted(unknown))} on resume; resumable: {', '.join(RESUMABLE)}"
+        )
+    values = old.model_dump(mode="json")
+    values.update(changes)
+    config = make_config(values, "resume options")
+    device = choose_device(config.device)
+    precision = choose_precision(config.precision, device)
+    prepared = _prepare(config, run_dir, device, console, fresh=False)
+    prepared.model.load_state_dict(ckpt["state_dict"])
+    optimizer = build_optimizer(prepared.model, config, base_lr(config))
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state = TrainState.from_dict(ckpt["train_state"])
+    state.history = state.history[: state.epoch]  # what the checkpoint saw is the truth
+    before, after = old.model_dump(mode="json"), config.model_dump(mode="json")
+    diff = {k: [before[k], after[k]] for k in changes if before[k] != after[k]}
+    if diff:
+        _add_segment(state, config, diff, prepared.task.steps_per_epoch())
+    write_text(run_dir / "config.yaml", config.to_yaml())
+    console.print(
+        f"resuming [bold]{run_dir}[/] at epoch {state.epoch + 1}"
+        + (f", step {state.step_in_epoch}" if state.step_in_epoch else "")
+        + (f"; changes: {_fmt_diff(diff)}" if diff else "; no changes")
+    )
+    _print_plan(console, config, prepared, device, precision, state.segments, state)
+    spe = prepared.task.steps_per_epoch()
+    plot_schedule(state.segments, state.total_epochs * spe, spe, run_dir / "schedule.png")
+    return _fit(config, prepared, optimizer, state, run_dir, device, precision, console, evaluate_after)
+
+
+def _fmt_diff(diff: dict) -> str:
+    def short(v):
+        return v.get("name", v) if isinstance(v, dict) else v
+
+    return ", ".join(f"{k} {short(a)} -> {short(b)}" for k, (a, b) in diff.items())
+
+
+def _add_segment(state: TrainState, config: TrainConfig, diff: dict, steps_per_epoch: int) -> None:
+    """Record the change as a new segment; re-lay the LR schedule only when LR-related settings changed."""
+    prev = state.segments[-1]
+    state.total_epochs = config.epochs
+    state.patience = config.patience
+    state.monitor = config.monitor or state.monitor
+    seg = copy.deepcopy(prev)
+    seg.index, seg.start_epoch, seg.start_step = prev.index + 1, state.epoch, state.step
+    seg.reason, seg.changes, seg.time = "resume", diff, now()
+    seg.end_step = config.epochs * steps_per_epoch
+    if {"lr", "schedule"} & set(diff) or ("epochs" in diff and prev.end_step != seg.end_step):
+        # A new schedule starts here, from the LR asked for (or the LR in effect now), without warmup.
+        seg.origin_step = state.step
+        seg.base_lr = config.lr if "lr" in diff else lr_at(state.segments, state.step)
+        spec = config.schedule.spec() if "schedule" in diff else copy.deepcopy(prev.schedule)
+        spec.warmup_epochs = 0.0
+        seg.schedule = spec
+    else:
+        seg.origin_step = prev.start_step if prev.origin_step is None else prev.origin_step
+    state.segments.append(seg)
+
+
+# ------------------------------------------------------------------------------------- schedule
+def schedule_preview(
+    config: TrainConfig,
+    steps_per_epoch: int | None = None,
+    out: str | Path | None = None,
+    num_images: int | None = None,
+) -> tuple[list[tuple[int, float, float]], Path]:
+    """The LR per epoch and a plot of it, before any training (no data needed with steps_per_epoch)."""
+    if steps_per_epoch is None:
+        if num_images is None:
+            raise ConfigError("give steps per epoch, the number of images, or DATA to count them")
+        steps_per_epoch = -(-num_images // (config.batch_size or 32))
+    seg = first_segment(config, steps_per_epoch)
+    out = Path(out or "schedule.png")
+    plot_schedule([seg], config.epochs * steps_per_epoch, steps_per_epoch, out)
+    return schedule_table([seg], config.epochs, steps_per_epoch), out
+
+
+def count_images(data: str, format: str | None = None) -> int:
+    from lanner.data.formats import read_dataset
+
+    return sum(1 for r in read_dataset(data, format).records if r.split in (None, "train"))
+
+
+# ---------------------------------------------------------------------------------- eval/predict
+def evaluate(
+    run: str | Path,
+    data: str | None = None,
+    split: str | None = None,
+    console: Console | None = None,
+    report: bool = True,
+) -> dict:
+    from lanner.eval.evaluate import evaluate_run
+
+    metrics = evaluate_run(Path(run), data, split, _console(console))
+    if report:
+        _maybe_report(Path(run), _console(console))
+    return metrics
+
+
+def predict(
+    run: str | Path,
+    inputs: list[str],
+    out: str | Path | None = None,
+    topk: int = 5,
+    console: Console | None = None,
+    **kwargs,
+) -> list[dict]:
+    from lanner.predict.classify import predict_files
+
+    return predict_files(Path(run), inputs, out, topk=topk, console=_console(console), **kwargs)
+
+
+def check(data: str, format: str | None = None, strict: bool = False) -> dict:
+    from lanner.data.check import check_dataset
+
+    return check_dataset(data, format, strict=strict)
+
+
+def report(run: str | Path, out: str | Path | None = None) -> Path:
+    from lanner.report import build_report
+
+    return build_report(Path(run), out)
+
+
+def _maybe_report(run_dir: Path, console: Console) -> None:
+    try:
+        from lanner.report import build_report
+    except ImportError:
+        return
+    path = build_report(run_dir)
+    console.print(f"report: {path}")

@@ -1,0 +1,175 @@
+"""Labelme JSON: one ``<image>.json`` next to each image.
+
+Every shape with points becomes a box: rectangles directly (in whatever corner order they were
+dragged), polygons, lines and masks as the bounding box of their points, circles as the box
+around centre and radius. Shapes labelled ``__ignore__`` become ignore regions; ``_background_``
+is never a class. ``imagePath`` is relative to the JSON; when it does not name an image file
+(labelme's tutorial points it at the JSON itself) an image with the JSON's stem is used, and
+failing that the inline ``imageData`` is written once to a cache folder. A ``labels.txt`` at the
+root (labelme's ``--labels`` file) fixes the class list. Splits come from folder names.
+
+Writing: ``out/[split/]<image>`` with ``<stem>.json`` beside it (``imageData: null``, rectangles)
+and labelme's ``labels.txt``. Coordinates are written to 2 decimals.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from lanner.data.formats import Format, register_format
+from lanner.data.records import Dataset
+from lanner.data.validate import (
+    BACKGROUND_LABEL,
+    IGNORE_LABEL,
+    DetectionBuilder,
+    RawBox,
+    bounding_box,
+    label_names,
+    place_image,
+    read_class_file,
+    require_detection,
+    resolve_image,
+    split_from_path,
+)
+from lanner.errors import DataError
+
+LABELME_VERSION = "5.5.0"
+MAX_SNIFF_FILES = 50  # JSON files opened at most when sniffing a folder
+
+
+def _load_labelme(path: Path) -> dict | None:
+    """The parsed JSON when it is a labelme file, else None (COCO or other JSON living nearby)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and "shapes" in data and "imagePath" in data:
+        return data
+    return None
+
+
+def _json_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path] if path.suffix.lower() == ".json" else []
+    return sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+
+
+def sniff(path: Path) -> bool:
+    if not path.exists():
+        return False
+    return any(_load_labelme(f) is not None for f in _json_files(path)[:MAX_SNIFF_FILES])
+
+
+def _shape_box(shape: dict) -> tuple[float, float, float, float] | None:
+    points = shape.get("points") or []
+    if shape.get("shape_type") == "circle" and len(points) == 2:
+        (cx, cy), (px, py) = points
+        r = math.hypot(px - cx, py - cy)
+        return cx - r, cy - r, cx + r, cy + r
+    return bounding_box(points)
+
+
+def _boxes(data: dict) -> list[RawBox]:
+    boxes = []
+    for shape in data.get("shapes", []):
+        box = _shape_box(shape)
+        # A shape without points (or a single point) has no extent: the builder drops it as degenerate.
+        boxes.append(RawBox(str(shape.get("label", "")), box or (0.0, 0.0, 0.0, 0.0)))
+    return boxes
+
+
+def _inline_image(data: dict, json_path: Path) -> Path | None:
+    """Write the base64 ``imageData`` once to a cache file named by its hash (no pixel decoding)."""
+    if not data.get("imageData"):
+        return None
+    try:
+        raw = base64.b64decode(data["imageData"])
+    except ValueError:
+        return None
+    cache = Path(tempfile.gettempdir()) / "lanner-labelme-images"
+    cache.mkdir(parents=True, exist_ok=True)
+    suffix = ".png" if raw.startswith(b"\x89PNG") else ".jpg"
+    target = cache / f"{json_path.stem}-{hashlib.sha1(raw).hexdigest()[:12]}{suffix}"
+    if not target.is_file():
+        target.write_bytes(raw)
+    return target
+
+
+def _image_for(data: dict, json_path: Path) -> Path | None:
+    image_path = str(data.get("imagePath") or "")
+    image = resolve_image(image_path, [json_path.parent]) if image_path else None
+    if image is None or image.suffix.lower() == ".json":
+        image = resolve_image(json_path.stem, [json_path.parent], stem_fallback=True)
+    return image or _inline_image(data, json_path)
+
+
+def read(
+    path: Path, *, strict: bool = False, classes: list[str] | None = None, on_unknown_class: str = "drop", **_
+) -> Dataset:
+    root = path if path.is_dir() else path.parent
+    builder = DetectionBuilder(
+        "labelme", root, classes or read_class_file(root / "labels.txt"), strict, on_unknown_class
+    )
+    found = 0
+    for json_path in _json_files(path):
+        data = _load_labelme(json_path)
+        if data is None:
+            continue
+        found += 1
+        builder.add_image(
+            _image_for(data, json_path),
+            _boxes(data),
+            source=json_path,
+            annotated_size=(data.get("imageWidth") or 0, data.get("imageHeight") or 0),
+            split=split_from_path(json_path, root),
+        )
+    if not found:
+        raise DataError(f"{path}: no Labelme JSON files (with 'shapes' and 'imagePath')")
+    return builder.build()
+
+
+def _rectangle(label: str, box: list[float]) -> dict:
+    x1, y1, x2, y2 = (round(v, 2) for v in box)
+    return {
+        "label": label,
+        "points": [[x1, y1], [x2, y2]],
+        "group_id": None,
+        "description": "",
+        "shape_type": "rectangle",
+        "flags": {},
+    }
+
+
+def _labelme_json(dataset: Dataset, rec, image: Path) -> dict:
+    shapes = [_rectangle(n, b) for n, b in zip(label_names(dataset, rec), rec.boxes.tolist(), strict=True)]
+    shapes += [_rectangle(IGNORE_LABEL, b) for b in rec.ignore.tolist()]
+    return {
+        "version": LABELME_VERSION,
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image.name,
+        "imageData": None,
+        "imageHeight": rec.height,
+        "imageWidth": rec.width,
+    }
+
+
+def write(dataset: Dataset, out: Path) -> None:
+    require_detection(dataset, "Labelme")
+    taken: dict[str | None, set[str]] = {}
+    for rec in dataset.records:
+        folder = out / rec.split if rec.split else out
+        image = place_image(rec.path, folder, taken.setdefault(rec.split, set()))
+        data = _labelme_json(dataset, rec, image)
+        (folder / f"{image.stem}.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
+    # labelme's --labels file lists the special labels first; lanner skips them when reading.
+    labels = [IGNORE_LABEL, BACKGROUND_LABEL, *dataset.classes]
+    (out / "labels.txt").write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
+
+
+register_format(Format("labelme", sniff, read, write, priority=35))

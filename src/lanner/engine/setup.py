@@ -1,0 +1,118 @@
+"""Choosing device and precision, making the run directory, the optimizer and the first segment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lanner.config import TrainConfig
+from lanner.engine.schedules import Segment
+from lanner.errors import ConfigError
+
+DEFAULT_LR = {"adamw": 1e-3, "adam": 1e-3, "sgd": 0.05}
+
+
+def now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+def choose_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32"  # CPU autocast is slower than fp32 for most convolution kernels
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def new_run_dir(run: str | None, task: str) -> Path:
+    """The run's own directory; refuses to mix two runs in one directory."""
+    if run is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{task}-{stamp}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path("runs") / f"{task}-{stamp}-{n}"
+    else:
+        path = Path(run)
+        if (path / "checkpoints").exists():
+            raise ConfigError(
+                f"{path} already holds a run; continue it with `lanner resume {path}` or choose another --run"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights (1-d tensors), as is standard."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    groups = param_groups(model, config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def base_lr(config: TrainConfig) -> float:
+    return config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+
+
+def first_segment(config: TrainConfig, steps_per_epoch: int) -> Segment:
+    return Segment(
+        index=0,
+        start_epoch=0,
+        start_step=0,
+        end_step=config.epochs * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        base_lr=base_lr(config),
+        schedule=config.schedule.spec(),
+        reason="start",
+        time=now(),
+    )
+
+
+def hardware_info(device: torch.device, precision: str) -> dict:
+    """What the run ran on, for the report (numbers differ wildly between machines)."""
+    import platform
+
+    import lanner
+
+    info = {
+        "device": str(device),
+        "precision": precision,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_cores": default_workers(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lanner": lanner.__version__,
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info

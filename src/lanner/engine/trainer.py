@@ -1,0 +1,329 @@
+"""The one training loop every task goes through.
+
+A task (classification, detection) supplies batches, a loss and a validation pass; the trainer
+owns everything else: LR from the run's schedule segments, mixed precision, history.csv and curves
+written every epoch, last/best checkpoints, early stopping, a wall-clock budget, and a resumable
+checkpoint on Ctrl-C or SIGTERM. An epoch is always one full pass over the training set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from lanner.engine.checkpoint import save_checkpoint
+from lanner.engine.history import write_history, write_segments
+from lanner.engine.plots import plot_curves
+from lanner.engine.schedules import Segment, lr_at
+
+
+class TrainTask(Protocol):
+    """What a task gives the trainer. Batches of one epoch come in a seeded order (resumable mid-epoch)."""
+
+    monitor: str  # default metric for best checkpoint / early stopping, e.g. "val_acc"
+    num_train_images: int
+    batch_size: int
+
+    def steps_per_epoch(self) -> int: ...
+    def train_batches(self, epoch: int, skip: int = 0): ...
+    def training_step(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...
+    def validate(self, model: torch.nn.Module) -> dict[str, float]: ...
+    def meta(self) -> dict: ...
+
+
+@dataclass
+class TrainState:
+    """The part of a run that a checkpoint restores (besides weights and optimizer)."""
+
+    total_epochs: int
+    segments: list[Segment]
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps taken in the whole run
+    step_in_epoch: int = 0  # steps of the unfinished epoch (after an interruption)
+    history: list[dict] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    monitor: str = "val_loss"
+    patience: int | None = None
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "segments"}
+        d["segments"] = [s.to_dict() for s in self.segments]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        d = dict(d)
+        d["segments"] = [Segment.from_dict(s) for s in d["segments"]]
+        return cls(**d)
+
+
+def minimise(metric: str) -> bool:
+    return "loss" in metric
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C / SIGTERM after saving a resumable checkpoint."""
+
+
+class _StopFlag:
+    """First Ctrl-C/SIGTERM asks for a clean stop after the current step; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers, no clean stop
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        task: TrainTask,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: TrainState,
+        run_dir: Path,
+        device: torch.device,
+        precision: str,
+        extra_checkpoint: dict,
+        console: Console | None = None,
+        time_budget_s: float | None = None,
+        freeze_epochs: int = 0,
+    ) -> None:
+        self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
+        self.run_dir, self.device, self.precision = Path(run_dir), device, precision
+        self.extra_checkpoint = extra_checkpoint
+        self.console = console or Console()
+        self.time_budget_s = time_budget_s
+        self.freeze_epochs = freeze_epochs
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+        self.steps_per_epoch = task.steps_per_epoch()
+
+    # ----------------------------------------------------------------------------------------- loop
+    def fit(self) -> TrainState:
+        st = self.state
+        with _StopFlag() as stop:
+            while st.epoch < st.total_epochs:
+                self._set_freeze(st.epoch)
+                train_loss = self._train_epoch(stop)
+                if stop.requested:
+                    self._save("last")
+                    raise Interrupted(st.epoch, st.step_in_epoch)
+                if self._end_epoch(train_loss):
+                    break
+        return st
+
+    def _train_epoch(self, stop: _StopFlag) -> float:
+        st, model = self.state, self.model
+        model.train()
+        start, seen, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+        epoch_start_step = st.step_in_epoch
+        with self._progress(st.epoch + 1) as (progress, bar):
+            progress.update(bar, completed=st.step_in_epoch)
+            for batch in self.task.train_batches(st.epoch, skip=st.step_in_epoch):
+                loss, n = self._step(batch)
+                loss_sum, loss_n, seen = loss_sum + loss * n, loss_n + n, seen + n
+                st.step += 1
+                st.step_in_epoch += 1
+                progress.update(bar, advance=1, loss=loss)
+                self._maybe_fit_time_budget(start, st.step_in_epoch - epoch_start_step)
+                if stop.requested:
+                    break
+        elapsed = time.perf_counter() - start
+        st.train_seconds += elapsed
+        self._epoch_speed = (seen / elapsed if elapsed > 0 else 0.0, elapsed)
+        return loss_sum / max(loss_n, 1)
+
+    def _step(self, batch) -> tuple[float, int]:
+        lr = lr_at(self.state.segments, self.state.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss, n = self.task.training_step(self.model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {self.state.epoch + 1}, step {self.state.step}: "
+                "the learning rate is probably too high (see `lanner schedule` / `lanner lr-find`)"
+            )
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item(), n
+
+    def _end_epoch(self, train_loss: float) -> bool:
+        """Validate, record, checkpoint; True when training should stop early."""
+        st = self.state
+        st.epoch += 1
+        st.step_in_epoch = 0
+        images_per_s, epoch_time = self._epoch_speed
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = self.task.validate(self.model)
+        row = {
+            "epoch": st.epoch,
+            "segment": st.segments[-1].index,
+            "lr": lr_at(st.segments, max(st.step - 1, 0)),
+            "train_loss": train_loss,
+            **metrics,
+            "epoch_time_s": round(epoch_time, 3),
+            "images_per_s": round(images_per_s, 2),
+        }
+        st.history.append(row)
+        improved = self._update_best(metrics)
+        self._write_outputs(improved)
+        self._print_epoch(row, improved)
+        return self._should_stop()
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _update_best(self, metrics: dict) -> bool:
+        st = self.state
+        value = metrics.get(st.monitor)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return st.best_value is None
+        better = st.best_value is None or (
+            value < st.best_value if minimise(st.monitor) else value > st.best_value
+        )
+        if better:
+            st.best_value, st.best_epoch, st.bad_epochs = float(value), st.epoch, 0
+        else:
+            st.bad_epochs += 1
+        return better
+
+    def _should_stop(self) -> bool:
+        st = self.state
+        if st.patience is not None and st.bad_epochs >= st.patience:
+            self.console.print(
+                f"early stopping: {st.monitor} did not improve for {st.patience} epochs "
+                f"(best {st.best_value:.4f} at epoch {st.best_epoch})"
+            )
+            return True
+        if self.time_budget_s is not None and st.epoch < st.total_epochs:
+            per_epoch = self._epoch_speed[1]
+            if st.train_seconds + per_epoch > self.time_budget_s * 1.05:
+                self.console.print(f"time budget reached after epoch {st.epoch}")
+                return True
+        return False
+
+    def _write_outputs(self, improved: bool) -> None:
+        st = self.state
+        write_history(self.run_dir / "history.csv", st.history)
+        write_segments(self.run_dir / "segments.json", [s.to_dict() for s in st.segments])
+        plot_curves(st.history, [s.to_dict() for s in st.segments], self.run_dir / "plots" / "curves.png")
+        self._save("last")
+        if improved:
+            self._save("best")
+
+    def _save(self, which: str) -> Path:
+        state = {
+            **self.extra_checkpoint,
+            "meta": self.task.meta(),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "train_state": self.state.to_dict(),
+        }
+        return save_checkpoint(self.run_dir / "checkpoints" / f"{which}.ckpt", state)
+
+    def _maybe_fit_time_budget(self, epoch_start: float, steps_done: int) -> None:
+        """With --time, size the run from the first steps' speed and lay the schedule over it."""
+        st = self.state
+        if (
+            self.time_budget_s is None
+            or st.epoch > 0
+            or len(st.segments) > 1
+            or st.segments[0].reason == "timed"
+        ):
+            return
+        probe = min(max(3, self.steps_per_epoch // 5), self.steps_per_epoch)
+        if steps_done < probe:
+            return
+        per_step = (time.perf_counter() - epoch_start) / steps_done
+        # Validation costs roughly a third of a training pass over the same number of images.
+        per_epoch = per_step * self.steps_per_epoch * 1.15
+        epochs = max(1, int(self.time_budget_s // per_epoch))
+        st.total_epochs = epochs
+        seg = st.segments[0]
+        seg.end_step = epochs * self.steps_per_epoch
+        seg.reason = "timed"
+        self.console.print(
+            f"time budget {self.time_budget_s:.0f}s: about {per_epoch:.1f}s per epoch -> {epochs} epochs; "
+            f"LR schedule laid out over {seg.end_step} steps"
+        )
+
+    def _set_freeze(self, epoch: int) -> None:
+        if self.freeze_epochs <= 0:
+            return
+        from lanner.models.registry import set_backbone_trainable
+
+        set_backbone_trainable(self.model, trainable=epoch >= self.freeze_epochs)
+        if epoch == self.freeze_epochs:
+            self.console.print(f"epoch {epoch + 1}: backbone unfrozen, training all layers")
+
+    def _autocast(self):
+        if self.precision in ("bf16", "16-mixed"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _progress(self, epoch: int):
+        progress = Progress(
+            TextColumn(f"epoch {epoch}/{self.state.total_epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        with progress:
+            bar = progress.add_task("train", total=self.steps_per_epoch, loss=float("nan"))
+            yield progress, bar
+
+    def _print_epoch(self, row: dict, improved: bool) -> None:
+        shown = ", ".join(
+            f"{k} {v:.4f}"
+            for k, v in row.items()
+            if k.startswith(("train_", "val_")) and isinstance(v, float)
+        )
+        star = " *best*" if improved else ""
+        self.console.print(
+            f"epoch {row['epoch']}/{self.state.total_epochs}: {shown}, lr {row['lr']:.3g}, "
+            f"{row['images_per_s']:.1f} img/s, {row['epoch_time_s']:.1f}s{star}"
+        )

@@ -1,0 +1,1 @@
+"""Metrics checked against reference implementations (scikit-learn, pycocotools)."""

@@ -1,0 +1,408 @@
+"""Detection evaluation: COCO mAP/AR, per-class counts at a score threshold, confusion matrix, errors.
+
+Two views of the same predictions, on purpose:
+
+* **Ranking quality** - mAP@[.5:.95], mAP@.5, mAP@.75, mAP by object size, AR@1/10/100 and
+  per-class AP/AP50 - is COCOeval's, computed by faster-coco-eval and tested equal to pycocotools
+  (see :mod:`lanner.eval._coco` for the conventions: box areas, crowd and ignore handling, maxDets).
+  It uses *all* predictions whatever their score.
+* **Operating point** - per-class precision/recall/F1/TP/FP/misses, the confusion matrix and the
+  per-image error counts - uses only predictions with ``score >= score_threshold``, matched greedily
+  by descending score at ``IoU >= iou_threshold`` (COCO's matching at one IoU):
+
+  1. each prediction takes the unmatched ground-truth box *of its class* with the highest IoU
+     (a true positive);
+  2. a prediction left over that covers a crowd box of its class or an ignore region
+     (intersection / prediction area >= ``iou_threshold``) is ignored: neither TP nor FP;
+  3. a prediction still left over takes the unmatched box *of another class* with the highest IoU
+     (a wrong-class detection);
+  4. what remains is a background false positive (a prediction) or a miss (a ground-truth box).
+
+  The confusion matrix is (C+1) x (C+1): rows are true classes, columns predicted classes, the last
+  row/column "background". A miss lands in the background column, a background false positive in
+  the background row. Per class, ``fp`` counts every prediction of the class that is not a TP (wrong
+  class included) and ``misses`` every box of the class that is not found (wrong class included);
+  per image, ``errors`` splits them without double counting into ``fp`` (background), ``miss``
+  (background) and ``wrong_class``.
+
+Undefined values (a ratio with a zero denominator, AP of a class without ground truth) are ``None``
+in the returned dict, so metrics.json holds ``null`` rather than the invalid JSON ``NaN`` or COCO's -1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lanner._io import write_atomic, write_json, write_text
+from lanner.data.records import Dataset, ImageRecord
+from lanner.eval._coco import (
+    CocoResult,
+    average_precision,
+    average_recall,
+    detections_to_coco,
+    pr_curve,
+    run_cocoeval,
+    to_coco,
+)
+
+__all__ = [
+    "Detections",
+    "evaluate_detections",
+    "write_detection_outputs",
+    "to_coco",
+    "detections_to_coco",
+    "match_image",
+    "ImageMatch",
+]
+
+BACKGROUND = "background"
+
+
+@dataclass
+class Detections:
+    """Predictions for one image, xyxy pixels of the full upright image."""
+
+    boxes: np.ndarray  # [K, 4] float
+    scores: np.ndarray  # [K]
+    labels: np.ndarray  # [K] int class index
+
+    def __post_init__(self) -> None:
+        # Accept lists/tensors-as-arrays and empty inputs of any shape; fail early on mismatches.
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if not len(self.boxes) == len(self.scores) == len(self.labels):
+            raise ValueError(
+                f"Detections need as many boxes, scores and labels; got "
+                f"{len(self.boxes)}, {len(self.scores)}, {len(self.labels)}"
+            )
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def above(self, score_threshold: float) -> Detections:
+        """The detections scoring at least ``score_threshold``, highest score first (stable)."""
+        order = np.argsort(-self.scores, kind="mergesort")
+        order = order[self.scores[order] >= score_threshold]
+        return Detections(self.boxes[order], self.scores[order], self.labels[order])
+
+
+# ---------------------------------------------------------------- box geometry
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(bottom_right - top_left, 0, None)
+    return wh[..., 0] * wh[..., 1]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] IoU of xyxy boxes (COCO's continuous-pixel convention: no +1)."""
+    inter = _intersections(a, b)
+    union = _areas(a)[:, None] + _areas(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def box_ioa(a: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """[len(a), len(regions)] share of each box of ``a`` inside each region (COCO's crowd overlap)."""
+    inter = _intersections(a, regions)
+    area = _areas(a)[:, None]
+    return np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)
+
+
+# ---------------------------------------------------------------- matching at the operating point
+
+
+@dataclass
+class ImageMatch:
+    """The outcome of matching one image at the operating point.
+
+    ``pairs`` holds one (true class, predicted class) row per counted box, background = C:
+    (c, c) a TP, (c, d) a wrong class, (c, C) a miss, (C, d) a background false positive.
+    Ignored predictions and crowd ground truth are not in it.
+    """
+
+    pairs: np.ndarray  # [P, 2] int
+    num_classes: int
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Error counts without double counting: background FPs, misses, wrong-class detections."""
+        true, pred, bg = self.pairs[:, 0], self.pairs[:, 1], self.num_classes
+        return {
+            "fp": int((true == bg).sum()),
+            "miss": int((pred == bg).sum()),
+            "wrong_class": int(((true != pred) & (true != bg) & (pred != bg)).sum()),
+        }
+
+
+def _greedy_match(
+    iou: np.ndarray, allowed: np.ndarray, det_free: np.ndarray, gt_free: np.ndarray, thr: float
+) -> list[tuple[int, int]]:
+    """(det, gt) pairs: each free detection in row (= score) order takes the free allowed ground
+    truth with the highest IoU >= ``thr``. Marks what it matches as taken in the ``*_free`` masks."""
+    pairs = []
+    for d in np.flatnonzero(det_free):
+        candidates = np.where(allowed[d] & gt_free & (iou[d] >= thr), iou[d], -1.0)
+        if not candidates.size or candidates.max() < 0:
+            continue
+        g = int(np.argmax(candidates))
+        det_free[d] = gt_free[g] = False
+        pairs.append((int(d), g))
+    return pairs
+
+
+def _ignored(det: Detections, record: ImageRecord, crowd: np.ndarray, thr: float) -> np.ndarray:
+    """Detections inside a crowd box of their class or inside any ignore region."""
+    ignored = np.zeros(len(det), dtype=bool)
+    if crowd.any():
+        same_class = det.labels[:, None] == record.labels[crowd][None, :]
+        ignored |= ((box_ioa(det.boxes, record.boxes[crowd]) >= thr) & same_class).any(axis=1)
+    if len(record.ignore):
+        ignored |= (box_ioa(det.boxes, np.asarray(record.ignore, dtype=np.float64)) >= thr).any(axis=1)
+    return ignored
+
+
+def _crowd_flags(record: ImageRecord) -> np.ndarray:
+    if len(record.iscrowd) == len(record.boxes):
+        return np.asarray(record.iscrowd, dtype=bool)
+    return np.zeros(len(record.boxes), dtype=bool)
+
+
+def match_image(
+    record: ImageRecord, det: Detections, num_classes: int, *, score_threshold: float, iou_threshold: float
+) -> ImageMatch:
+    """Match one image's predictions to its ground truth (rules in the module docstring)."""
+    det = det.above(score_threshold)
+    crowd = _crowd_flags(record)
+    gt_boxes = np.asarray(record.boxes, dtype=np.float64)[~crowd]
+    gt_labels = np.asarray(record.labels, dtype=np.int64)[~crowd]
+    iou = box_iou(det.boxes, gt_boxes)
+    det_free = np.ones(len(det), dtype=bool)
+    gt_free = np.ones(len(gt_boxes), dtype=bool)
+    same_class = det.labels[:, None] == gt_labels[None, :]
+
+    pairs = [
+        (gt_labels[g], det.labels[d])
+        for d, g in _greedy_match(iou, same_class, det_free, gt_free, iou_threshold)
+    ]
+    det_free &= ~_ignored(det, record, crowd, iou_threshold)
+    pairs += [
+        (gt_labels[g], det.labels[d])
+        for d, g in _greedy_match(iou, ~same_class, det_free, gt_free, iou_threshold)
+    ]
+    pairs += [(num_classes, label) for label in det.labels[det_free]]
+    pairs += [(label, num_classes) for label in gt_labels[gt_free]]
+    return ImageMatch(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), num_classes)
+
+
+def confusion_matrix(matches: list[ImageMatch], num_classes: int) -> np.ndarray:
+    """(C+1) x (C+1) counts, rows = true class, columns = predicted class, background last."""
+    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for match in matches:
+        np.add.at(matrix, (match.pairs[:, 0], match.pairs[:, 1]), 1)
+    return matrix
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den > 0 else None
+
+
+def _f1(precision: float | None, recall: float | None) -> float | None:
+    if precision is None or recall is None:
+        return None
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _per_class(classes: list[str], matrix: np.ndarray, coco: CocoResult | None) -> dict[str, dict]:
+    """Per-class AP from COCO, counts and ratios from the confusion matrix (background excluded)."""
+    per_class = {}
+    for c, name in enumerate(classes):
+        tp = int(matrix[c, c])
+        predicted, support = int(matrix[:, c].sum()), int(matrix[c, :].sum())
+        precision, recall = _ratio(tp, predicted), _ratio(tp, support)
+        per_class[name] = {
+            "ap": average_precision(coco, classes=[c]) if coco else None,
+            "ap50": average_precision(coco, iou=0.5, classes=[c]) if coco else None,
+            "precision": precision,
+            "recall": recall,
+            "f1": _f1(precision, recall),
+            "tp": tp,
+            "fp": predicted - tp,
+            "misses": support - tp,
+            "support": support,
+        }
+    return per_class
+
+
+def _coco_summary(coco: CocoResult | None) -> dict[str, float | None]:
+    if coco is None:
+        keys = ("map", "map50", "map75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100")
+        return dict.fromkeys(keys)
+    return {
+        "map": average_precision(coco),
+        "map50": average_precision(coco, iou=0.5),
+        "map75": average_precision(coco, iou=0.75),
+        "map_small": average_precision(coco, area="small"),
+        "map_medium": average_precision(coco, area="medium"),
+        "map_large": average_precision(coco, area="large"),
+        "mar_1": average_recall(coco, max_dets=1),
+        "mar_10": average_recall(coco, max_dets=10),
+        "mar_100": average_recall(coco, max_dets=100),
+    }
+
+
+def _check_inputs(dataset: Dataset, predictions: list[Detections]) -> None:
+    if len(predictions) != len(dataset.records):
+        raise ValueError(
+            f"{len(predictions)} predictions for {len(dataset.records)} images: need one per image"
+        )
+    num_classes = len(dataset.classes)
+    for index, det in enumerate(predictions):
+        if len(det) and (det.labels.min() < 0 or det.labels.max() >= num_classes):
+            raise ValueError(
+                f"image {index} ({dataset.records[index].path}): "
+                f"predicted class index outside 0..{num_classes - 1}"
+            )
+
+
+def _split_name(dataset: Dataset) -> str | None:
+    splits = {r.split for r in dataset.records}
+    return splits.pop() if len(splits) == 1 else None
+
+
+def coco_evaluation(dataset: Dataset, predictions: list[Detections]) -> CocoResult | None:
+    """COCOeval's precision/recall arrays for these predictions (None when nothing to evaluate)."""
+    return run_cocoeval(to_coco(dataset), detections_to_coco(dataset, predictions))
+
+
+def match_all(
+    dataset: Dataset, predictions: list[Detections], *, score_threshold: float, iou_threshold: float
+) -> list[ImageMatch]:
+    num_classes = len(dataset.classes)
+    return [
+        match_image(record, det, num_classes, score_threshold=score_threshold, iou_threshold=iou_threshold)
+        for record, det in zip(dataset.records, predictions, strict=True)
+    ]
+
+
+def evaluate_detections(
+    dataset: Dataset,
+    predictions: list[Detections],
+    *,
+    score_threshold: float = 0.25,
+    iou_threshold: float = 0.5,
+) -> dict:
+    """metrics.json content for detection (keys: docs/run-directory.md), one prediction per record."""
+    _check_inputs(dataset, predictions)
+    coco = coco_evaluation(dataset, predictions)
+    matches = match_all(dataset, predictions, score_threshold=score_threshold, iou_threshold=iou_threshold)
+    matrix = confusion_matrix(matches, len(dataset.classes))
+    return {
+        "task": "detect",
+        "split": _split_name(dataset),
+        "num_images": len(dataset.records),
+        "classes": list(dataset.classes),
+        **_coco_summary(coco),
+        "per_class": _per_class(dataset.classes, matrix, coco),
+        "confusion_matrix": matrix.tolist(),
+        "score_threshold": float(score_threshold),
+        "iou_threshold": float(iou_threshold),
+    }
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _rounded(values: np.ndarray, decimals: int) -> list:
+    return np.round(np.asarray(values, dtype=np.float64), decimals).tolist()
+
+
+def _image_entry(record: ImageRecord, det: Detections, match: ImageMatch, score_threshold: float) -> dict:
+    # Only the predictions the errors were counted on: the gallery then shows exactly what was scored.
+    shown = det.above(score_threshold)
+    return {
+        "path": str(record.path),
+        "width": record.width,
+        "height": record.height,
+        "gt_boxes": _rounded(record.boxes, 2),
+        "gt_labels": np.asarray(record.labels, dtype=np.int64).tolist(),
+        "gt_iscrowd": _crowd_flags(record).tolist(),
+        "ignore_boxes": _rounded(np.asarray(record.ignore).reshape(-1, 4), 2),
+        "pred_boxes": _rounded(shown.boxes, 2),
+        "pred_labels": shown.labels.tolist(),
+        "pred_scores": _rounded(shown.scores, 4),
+        "errors": match.errors,
+    }
+
+
+def predictions_document(metrics: dict, dataset: Dataset, predictions: list[Detections]) -> dict:
+    """The eval/predictions.json content, predictions filtered at the metrics' score threshold."""
+    score_threshold = metrics["score_threshold"]
+    matches = match_all(
+        dataset,
+        predictions,
+        score_threshold=score_threshold,
+        iou_threshold=metrics.get("iou_threshold", 0.5),
+    )
+    images = [
+        _image_entry(record, det, match, score_threshold)
+        for record, det, match in zip(dataset.records, predictions, matches, strict=True)
+    ]
+    return {
+        "task": "detect",
+        "classes": list(dataset.classes),
+        "split": metrics.get("split"),
+        "images": images,
+    }
+
+
+def _confusion_csv(classes: list[str], matrix: list[list[int]]) -> str:
+    """Rows = true class, columns = predicted class, background last (same header as classification)."""
+    labels = [*classes, BACKGROUND]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *labels])
+    for name, row in zip(labels, matrix, strict=True):
+        writer.writerow([name, *row])
+    return buffer.getvalue()
+
+
+def write_detection_outputs(
+    metrics: dict, dataset: Dataset, predictions: list[Detections], out_dir: Path
+) -> None:
+    """Write eval/confusion_matrix.csv/.png, eval/pr_curves.png and eval/predictions.json under ``out_dir``.
+
+    ``out_dir`` is the ``eval`` directory itself. Every file is written atomically.
+    """
+    from lanner.eval.detection_plots import plot_confusion_matrix, plot_pr_curves
+
+    _check_inputs(dataset, predictions)
+    out_dir = Path(out_dir)
+    classes = list(dataset.classes)
+    write_text(out_dir / "confusion_matrix.csv", _confusion_csv(classes, metrics["confusion_matrix"]))
+    write_atomic(
+        out_dir / "confusion_matrix.png",
+        lambda p: plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), [*classes, BACKGROUND], p),
+    )
+    coco = coco_evaluation(dataset, predictions)
+    curves = {name: pr_curve(coco, c) if coco else None for c, name in enumerate(classes)}
+    write_atomic(out_dir / "pr_curves.png", lambda p: plot_pr_curves(curves, metrics.get("per_class", {}), p))
+    write_json(out_dir / "predictions.json", predictions_document(metrics, dataset, predictions))

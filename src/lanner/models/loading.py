@@ -1,0 +1,41 @@
+"""Rebuild a trained model from a run: classes, architecture, preprocessing come from the checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lanner.config import TrainConfig, make_config
+from lanner.engine.checkpoint import find_checkpoint, load_checkpoint
+
+
+@dataclass
+class LoadedRun:
+    model: nn.Module  # in eval mode, on the requested device
+    meta: dict  # task, classes, preprocessing
+    config: TrainConfig
+    checkpoint: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+
+def load_run(run: str | Path, which: str = "best", device: torch.device | str = "cpu") -> LoadedRun:
+    path = find_checkpoint(run, which)
+    ckpt = load_checkpoint(path)
+    meta, name = ckpt["meta"], ckpt["model_name"]
+    config = make_config(ckpt["config"], str(path))
+    if meta["task"] == "detect":
+        from lanner.tasks.detect_setup import build_detector_from_meta
+
+        model = build_detector_from_meta(name, meta)
+    else:
+        from lanner.tasks.classify_setup import build_classifier
+
+        model = build_classifier(name, len(meta["classes"]))[0]
+    model.load_state_dict(ckpt["state_dict"])
+    return LoadedRun(model.to(device).eval(), meta, config, path)

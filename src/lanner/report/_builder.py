@@ -1,0 +1,413 @@
+"""Build ``report.html``: one self-contained file (data, images, CSS and JS inlined) from a run directory.
+
+Python only reads the run directory, prepares JSON-safe data and embeds downscaled images; every bit of
+HTML is built in the browser by ``report.js`` with ``textContent``/``setAttribute``, so no string from the
+user's data is ever parsed as HTML. The data travels as JSON in ``<script type="application/json">`` with
+``<``, ``>`` and ``&`` escaped, and a Content-Security-Policy with a per-file nonce forbids any load from
+outside the file.
+
+"Worst first" (the gallery order and the choice of which images to embed when there are more than
+``max_images``):
+
+* classification: misclassified images first, the most confident mistakes first; then correct images,
+  the least confident first.
+* detection: at the report's score threshold, images with the most errors first, where errors =
+  false positives + wrong-class predictions + missed ground-truth boxes; ties broken by the highest score
+  among the wrong predictions (confident mistakes are worse).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import re
+import secrets
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lanner._io import write_text
+from lanner.data.images import open_image
+from lanner.errors import CheckpointError, DataError
+
+IOU_MATCH = 0.5
+DEFAULT_THRESHOLD = 0.5
+MAX_SIDE = 512
+TOTAL_IMAGE_BUDGET = 12_000_000  # bytes of base64 image data for the whole gallery (keeps the file < 15 MB)
+PER_IMAGE_CAP = 400_000  # no single image may take more than this, however few there are
+JPEG_QUALITIES = (80, 65, 50)
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+def build_report(
+    run_dir: str | Path, out: str | Path | None = None, *, max_images: int = 100, max_side: int = MAX_SIDE
+) -> Path:
+    """Write the run's self-contained HTML report and return its path (default ``RUN/report.html``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run directory not found")
+    data = collect(run_dir, max_images=max_images, max_side=max_side)
+    out = Path(out) if out is not None else run_dir / "report.html"
+    write_text(out, render(data))
+    return out
+
+
+def collect(run_dir: Path, *, max_images: int = 100, max_side: int = MAX_SIDE) -> dict[str, Any]:
+    """Everything the page shows, as one JSON-safe dict; missing or broken files become ``problems``."""
+    problems: list[str] = []
+    config = _read(run_dir / "config.yaml", _load_yaml, problems) or {}
+    metrics = _read(run_dir / "metrics.json", _load_json, problems) or {}
+    predictions = _read(run_dir / "eval" / "predictions.json", _load_json, problems) or {}
+    segments = _read(run_dir / "segments.json", _load_json, problems) or []
+    task = metrics.get("task") or predictions.get("task") or config.get("task") or "classify"
+    classes = list(metrics.get("classes") or predictions.get("classes") or [])
+    threshold = _threshold(metrics, config)
+    data = {
+        "run": run_dir.resolve().name,
+        "task": task,
+        "classes": [str(c) for c in classes],
+        "config": config,
+        "history": _read(run_dir / "history.csv", _load_history, problems) or {},
+        "segments": segments if isinstance(segments, list) else [],
+        "data_check": _read(run_dir / "data_check.json", _load_json, problems),
+        "metrics": metrics,
+        "hardware": _hardware(run_dir, segments, metrics, problems),
+        "pr_curves": _plot_uri(run_dir / "eval" / "pr_curves.png", problems),
+        "threshold": threshold,
+        "gallery": None,
+        "problems": problems,
+    }
+    if predictions.get("images"):
+        data["gallery"] = _gallery(
+            predictions, task, threshold, run_dir, config, max_images, max_side, problems
+        )
+    return _json_safe(data)
+
+
+def render(data: dict[str, Any]) -> str:
+    """Fill the template: CSS, JS and the JSON data inline, all under one CSP nonce."""
+    nonce = secrets.token_urlsafe(16)
+    template = _asset("template.html")
+    parts = {
+        "NONCE": nonce,
+        "TITLE": html.escape(f"lanner report: {data.get('run', '')}"),
+        "CSS": _asset("report.css"),
+        "JS": _asset("report.js").replace("</", "<\\/"),
+        "DATA": script_json(data),
+    }
+    # One pass, so a placeholder-looking string inside the data is never substituted again.
+    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: parts[m.group(1)], template)
+
+
+def script_json(obj: Any) -> str:
+    """JSON safe to place inside ``<script type="application/json">``: no ``<``, ``>``, ``&`` survive."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for ch, esc in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(ch, esc)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def _read(path: Path, loader, problems: list[str]) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return loader(path)
+    except Exception as e:  # noqa: BLE001 - a broken file must not stop the rest of the report
+        problems.append(f"{path.name}: cannot read ({type(e).__name__}: {e})")
+        return None
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _load_history(path: Path) -> dict[str, list]:
+    """history.csv as columns; numbers as floats, blanks as None (JSON null)."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key is not None:
+                columns.setdefault(key, []).append(_number(value))
+    return columns
+
+
+def _number(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _threshold(metrics: dict, config: dict) -> float:
+    for value in (metrics.get("score_threshold"), config.get("score_threshold")):
+        if isinstance(value, (int, float)) and 0 <= value <= 1:
+            return float(value)
+    return DEFAULT_THRESHOLD
+
+
+def _hardware(run_dir: Path, segments: Any, metrics: dict, problems: list[str]) -> Any:
+    """Hardware as recorded by the engine: hardware.json, else the latest segment's or metrics' entry."""
+    found = _read(run_dir / "hardware.json", _load_json, problems)
+    if found:
+        return found
+    if isinstance(segments, list):
+        for seg in reversed(segments):
+            if isinstance(seg, dict) and seg.get("hardware"):
+                return seg["hardware"]
+    return metrics.get("hardware")
+
+
+def _plot_uri(path: Path, problems: list[str]) -> str | None:
+    if not path.exists():
+        return None
+    raw = path.read_bytes()
+    if len(raw) <= 1_500_000:
+        return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
+    try:
+        return _encode(open_image(path), 1600, 1_500_000)[0]
+    except DataError as e:
+        problems.append(str(e))
+        return None
+
+
+def _asset(name: str) -> str:
+    return resources.files("lanner.report").joinpath(name).read_text(encoding="utf-8")
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN), tuples -> lists, keys -> str, unknown objects -> str."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+# ------------------------------------------------------------------------------------------------ gallery
+def _gallery(
+    predictions: dict,
+    task: str,
+    threshold: float,
+    run_dir: Path,
+    config: dict,
+    max_images: int,
+    max_side: int,
+    problems: list[str],
+) -> dict[str, Any]:
+    records = [dict(r) for r in predictions["images"] if isinstance(r, dict)]
+    for r in records:
+        if task == "detect":
+            r.update(match_detections(r))
+            r["badness"] = detect_badness(r, threshold)
+        else:
+            r["badness"] = classify_badness(r)
+    chosen = select_images(records, task, max_images)
+    bases = _search_bases(run_dir, config)
+    per_image = min(PER_IMAGE_CAP, TOTAL_IMAGE_BUDGET // max(1, len(chosen)))
+    missing = 0
+    items = []
+    for r in chosen:
+        item = _gallery_item(r, task, bases, max_side, per_image)
+        missing += item["src"] is None
+        items.append(item)
+    if missing:
+        problems.append(
+            f"{missing} of {len(chosen)} gallery images could not be read; boxes are drawn on grey"
+        )
+    return {"total": len(records), "shown": len(items), "iou": IOU_MATCH, "images": items}
+
+
+def _gallery_item(r: dict, task: str, bases: list[Path], max_side: int, max_bytes: int) -> dict[str, Any]:
+    path_text = str(r.get("path", ""))
+    src, size = None, None
+    found = _resolve(path_text, bases)
+    if found is not None:
+        try:
+            src, size = _encode(open_image(found), max_side, max_bytes)
+        except DataError:
+            src = None
+    width = r.get("width") or (size[0] if size else None)
+    height = r.get("height") or (size[1] if size else None)
+    if not width or not height:
+        width, height = _extent(r)
+    item = {
+        "path": path_text,
+        "name": Path(path_text).name or path_text,
+        "width": width,
+        "height": height,
+        "src": src,
+        "badness": r["badness"],
+    }
+    keys = (
+        ("gt_label", "pred_label", "score", "topk")
+        if task != "detect"
+        else (
+            "gt_boxes",
+            "gt_labels",
+            "pred_boxes",
+            "pred_labels",
+            "pred_scores",
+            "pred_match",
+            "pred_wrong",
+            "gt_hit_score",
+        )
+    )
+    item.update({k: r.get(k) for k in keys})
+    return item
+
+
+def _extent(r: dict) -> tuple[float, float]:
+    boxes = list(r.get("gt_boxes") or []) + list(r.get("pred_boxes") or [])
+    if not boxes:
+        return 100.0, 100.0
+    return max(1.0, max(b[2] for b in boxes)), max(1.0, max(b[3] for b in boxes))
+
+
+def _search_bases(run_dir: Path, config: dict) -> list[Path]:
+    """Where relative image paths may be relative to: the data root, the run dir, its parent, the cwd."""
+    bases = []
+    data = config.get("data")
+    if isinstance(data, str) and data:
+        root = Path(data)
+        bases += [root if root.is_dir() else root.parent]
+    bases += [run_dir, run_dir.parent, Path.cwd()]
+    return bases
+
+
+def _resolve(path_text: str, bases: list[Path]) -> Path | None:
+    if not path_text:
+        return None
+    path = Path(path_text)
+    if path.is_absolute():
+        return path if path.is_file() else None
+    for base in bases:
+        if (base / path).is_file():
+            return base / path
+    return None
+
+
+def _encode(img, max_side: int, max_bytes: int) -> tuple[str, tuple[int, int]]:
+    """Downscale to ``max_side`` and JPEG-encode, lowering quality then size until under ``max_bytes``."""
+    size = img.size
+    side = max_side
+    while True:
+        small = img.copy()
+        small.thumbnail((side, side))
+        for quality in JPEG_QUALITIES:
+            buf = io.BytesIO()
+            small.save(buf, format="JPEG", quality=quality, optimize=True)
+            uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+            if len(uri) <= max_bytes or side <= 64:
+                return uri, size
+        side = int(side * 0.7)
+
+
+# ---------------------------------------------------------------------------------------- error analysis
+def box_iou(a: list[float], b: list[float]) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_detections(r: dict, iou: float = IOU_MATCH) -> dict[str, list]:
+    """Greedy matching in descending score order (COCO style), valid at every score threshold at once.
+
+    Because a prediction's match depends only on higher-scored predictions, the matches at threshold t
+    are exactly the matches of the predictions scoring >= t. Returns per prediction ``pred_match`` (gt
+    index or -1) and ``pred_wrong`` (for an unmatched prediction, the gt index of another class it
+    overlaps with IoU >= ``iou``, else -1), and per ground-truth box ``gt_hit_score`` (score of the
+    prediction that found it, or null: a gt box counts as missed at threshold t when that is < t).
+    """
+    gt_boxes, gt_labels = list(r.get("gt_boxes") or []), list(r.get("gt_labels") or [])
+    boxes, labels = list(r.get("pred_boxes") or []), list(r.get("pred_labels") or [])
+    scores = list(r.get("pred_scores") or [1.0] * len(boxes))
+    pred_match, pred_wrong = [-1] * len(boxes), [-1] * len(boxes)
+    gt_hit: list[float | None] = [None] * len(gt_boxes)
+    for p in sorted(range(len(boxes)), key=lambda i: -scores[i]):
+        best, best_iou, other, other_iou = -1, iou, -1, iou
+        for g, gbox in enumerate(gt_boxes):
+            overlap = box_iou(boxes[p], gbox)
+            if gt_labels[g] == labels[p]:
+                if gt_hit[g] is None and overlap >= best_iou:
+                    best, best_iou = g, overlap
+            elif overlap >= other_iou:
+                other, other_iou = g, overlap
+        if best >= 0:
+            pred_match[p], gt_hit[best] = best, scores[p]
+        else:
+            pred_wrong[p] = other
+    return {"pred_match": pred_match, "pred_wrong": pred_wrong, "gt_hit_score": gt_hit}
+
+
+def detect_badness(r: dict, threshold: float) -> list[float]:
+    """Sort key (bigger = worse): [errors at threshold, highest score among the wrong predictions]."""
+    scores = list(r.get("pred_scores") or [1.0] * len(r["pred_match"]))
+    wrong = [s for s, m in zip(scores, r["pred_match"], strict=False) if m < 0 and s >= threshold]
+    misses = sum(1 for s in r["gt_hit_score"] if s is None or s < threshold)
+    return [len(wrong) + misses, max(wrong, default=0.0)]
+
+
+def classify_badness(r: dict) -> list[float]:
+    """Sort key (bigger = worse): mistakes, most confident first; then correct ones, least confident first."""
+    score = r.get("score")
+    score = float(score) if isinstance(score, (int, float)) else 0.0
+    wrong = r.get("pred_label") != r.get("gt_label")
+    return [1.0, score] if wrong else [0.0, 1.0 - score]
+
+
+def _classes_of(r: dict, task: str) -> set:
+    if task == "detect":
+        return set(r.get("gt_labels") or []) | set(r.get("pred_labels") or [])
+    return {r.get("gt_label")}
+
+
+def select_images(records: list[dict], task: str, max_images: int) -> list[dict]:
+    """The ``max_images`` worst images, keeping a few of every class so class filters never come up empty.
+
+    Each class first gets up to ``max_images // (4 * n_classes)`` (at least 1) of its worst images, then
+    the rest is filled with the worst overall; the result is sorted worst first.
+    """
+    ranked = sorted(records, key=lambda r: r["badness"], reverse=True)
+    if len(ranked) <= max_images:
+        return ranked
+    classes = set().union(*(_classes_of(r, task) for r in ranked)) - {None}
+    quota = max(1, max_images // (4 * max(1, len(classes))))
+    picked: dict[int, dict] = {}
+    for c in sorted(classes, key=str):
+        for r in [r for r in ranked if c in _classes_of(r, task)][:quota]:
+            if len(picked) < max_images:
+                picked[id(r)] = r
+    for r in ranked:
+        if len(picked) >= max_images:
+            break
+        picked.setdefault(id(r), r)
+    return sorted(picked.values(), key=lambda r: r["badness"], reverse=True)

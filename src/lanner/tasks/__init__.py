@@ -1,0 +1,1 @@
+"""Tasks: what the trainer needs from classification and detection."""

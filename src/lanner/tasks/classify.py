@@ -1,0 +1,227 @@
+"""Image classification as a training task: cached images in, logits [B, C] out.
+
+Batches are cut from the packed uint8 cache (see :mod:`lanner.data.cache`) and augmented as a
+whole batch with one ``roi_align`` call (random resized crop for every image at once), which keeps
+the data side far below the model's cost on a CPU without worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+CROP_PCT = 0.875  # the cache holds images at image_size / CROP_PCT; evaluation takes the centre crop
+AUGMENT_PRESETS = {
+    # scale range of the random resized crop (fraction of the cached square), colour jitter strength
+    "none": None,
+    "light": ((0.7, 1.0), 0.1),
+    "default": ((0.35, 1.0), 0.2),
+    "strong": ((0.08, 1.0), 0.4),
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a checkpoint must carry so prediction sees exactly what training saw."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def cache_size(self) -> int:
+        return int(math.floor(self.image_size / CROP_PCT))
+
+    def to_dict(self) -> dict:
+        return {
+            "image_size": self.image_size,
+            "cache_size": self.cache_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "crop_pct": CROP_PCT,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]))
+
+
+def to_float(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """[B, H, W, 3] uint8 -> [B, 3, H, W] float in 0..1."""
+    t = torch.as_tensor(np.ascontiguousarray(images_u8)) if isinstance(images_u8, np.ndarray) else images_u8
+    return t.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def normalise(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    mean = torch.tensor(prep.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def eval_batch(images_u8, prep: Preprocessing) -> torch.Tensor:
+    """Cached squares [B, S', S', 3] uint8 -> normalised centre crops [B, 3, S, S]."""
+    return normalise(centre_crop(to_float(images_u8), prep.image_size), prep)
+
+
+def random_resized_crop_boxes(
+    n: int, side: int, scale: tuple[float, float], g: torch.Generator
+) -> torch.Tensor:
+    """[n, 4] xyxy crop windows inside a side x side square, area fraction in ``scale``, ratio 3/4..4/3."""
+    area = torch.empty(n).uniform_(*scale, generator=g) * side * side
+    log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g)
+    ratio = torch.exp(log_ratio)
+    w = torch.sqrt(area * ratio).clamp(max=side)
+    h = torch.sqrt(area / ratio).clamp(max=side)
+    x0 = torch.rand(n, generator=g) * (side - w)
+    y0 = torch.rand(n, generator=g) * (side - h)
+    return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
+
+
+def augment_batch(
+    images_u8, prep: Preprocessing, preset: str, hflip: bool, g: torch.Generator
+) -> torch.Tensor:
+    """Cached squares [B, S', S', 3] uint8 -> augmented, normalised [B, 3, S, S] float."""
+    setting = AUGMENT_PRESETS[preset]
+    x = to_float(images_u8)  # [B, 3, S', S']
+    if setting is None:
+        x = centre_crop(x, prep.image_size)
+    else:
+        scale, jitter = setting
+        b, side = x.shape[0], x.shape[-1]
+        boxes = random_resized_crop_boxes(b, side, scale, g)
+        rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes], dim=1)
+        x = roi_align(x, rois, output_size=prep.image_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        if jitter > 0:
+            brightness = 1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter
+            contrast = 1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = ((x - mean) * contrast + mean) * brightness
+            x = x.clamp_(0, 1)
+    if hflip:
+        flip = torch.rand(x.shape[0], generator=g) < 0.5
+        x[flip] = x[flip].flip(-1)
+    return normalise(x, prep)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch: every image once, the last batch possibly smaller.
+
+    A last batch of a single image is folded into the one before it, because batch norm cannot
+    train on one sample (and one-sample steps are noise anyway).
+    """
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def batch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator per (epoch, batch): resuming mid-epoch reproduces the same augmentations."""
+    return torch.Generator().manual_seed(hash((seed, epoch, index)) & 0x7FFFFFFF)
+
+
+class ClassificationTask:
+    """Supplies the trainer with batches, loss and validation metrics for image classification."""
+
+    monitor = "val_acc"
+
+    def __init__(
+        self,
+        *,
+        images: np.ndarray,  # [N, S', S', 3] uint8, the cache
+        labels: np.ndarray,  # [N] int
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        classes: list[str],
+        prep: Preprocessing,
+        batch_size: int,
+        augment: str = "default",
+        hflip: bool = True,
+        balance: str = "none",
+        label_smoothing: float = 0.0,
+        seed: int = 0,
+        device: torch.device | None = None,
+    ) -> None:
+        self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
+        self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
+        self.classes, self.prep, self.batch_size = classes, prep, batch_size
+        self.augment, self.hflip, self.balance, self.seed = augment, hflip, balance, seed
+        self.device = device or torch.device("cpu")
+        counts = np.bincount(labels[self.train_idx], minlength=len(classes)).astype(np.float64)
+        self.class_counts = counts
+        weight = None
+        if balance == "weighted":
+            weight = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing).to(
+            self.device
+        )
+        self.eval_loss_fn = torch.nn.CrossEntropyLoss().to(self.device)
+
+    @property
+    def num_train_images(self) -> int:
+        return len(self.train_idx)
+
+    def steps_per_epoch(self) -> int:
+        return len(batch_bounds(len(self.train_idx), self.batch_size))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        n = len(self.train_idx)
+        if self.balance == "oversample":
+            # Same number of draws per epoch, each class equally likely.
+            w = 1.0 / self.class_counts[self.labels[self.train_idx].numpy()]
+            pick = torch.multinomial(torch.as_tensor(w), n, replacement=True, generator=g)
+        else:
+            pick = torch.randperm(n, generator=g)
+        return self.train_idx[pick.numpy()]
+
+    def train_batches(self, epoch: int, skip: int = 0):
+        order = self.epoch_order(epoch)
+        for b, (start, stop) in enumerate(batch_bounds(len(order), self.batch_size)):
+            if b < skip:
+                continue
+            sorted_idx = np.sort(order[start:stop])  # sequential reads from the memmap
+            g = batch_generator(self.seed, epoch, b)
+            x = augment_batch(self.images[sorted_idx], self.prep, self.augment, self.hflip, g)
+            yield x.to(self.device, non_blocking=True), self.labels[sorted_idx].to(self.device)
+
+    def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
+        x, y = batch
+        return self.loss_fn(model(x), y), len(y)
+
+    def predict_logits(self, model, idx: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+        """Logits [len(idx), C] for cached images, in the order of ``idx``."""
+        bs = batch_size or self.batch_size * 2
+        out = []
+        for start in range(0, len(idx), bs):
+            chunk = idx[start : start + bs]
+            out.append(model(eval_batch(self.images[chunk], self.prep).to(self.device)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(self.classes))
+
+    def validate(self, model) -> dict[str, float]:
+        if len(self.val_idx) == 0:
+            return {}
+        logits = self.predict_logits(model, self.val_idx)
+        y = self.labels[self.val_idx]
+        metrics = {
+            "val_loss": F.cross_entropy(logits, y).item(),
+            "val_acc": (logits.argmax(1) == y).float().mean().item(),
+        }
+        if len(self.classes) >= 5:
+            top5 = logits.topk(5, dim=1).indices
+            metrics["val_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
+        return metrics
+
+    def meta(self) -> dict:
+        return {"task": "classify", "classes": list(self.classes), "preprocessing": self.prep.to_dict()}

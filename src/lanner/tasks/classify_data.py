@@ -1,0 +1,105 @@
+"""From a classification dataset on disk to a ready :class:`ClassificationTask` (cache, split, labels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lanner.config import TrainConfig
+from lanner.data.cache import build_cache, default_cache_dir
+from lanner.data.records import Dataset, Issue
+from lanner.errors import DataError
+from lanner.tasks.classify import ClassificationTask, Preprocessing
+
+
+def select_classes(dataset: Dataset, keep: list[str] | None, rename: dict[str, str]) -> Dataset:
+    """Drop classes not in ``keep`` and rename (or merge, when two map to one name) the rest."""
+    if not keep and not rename:
+        return dataset
+    unknown = [c for c in (keep or []) + list(rename) if c not in dataset.classes]
+    if unknown:
+        raise DataError(
+            f"class(es) {', '.join(unknown)} not in the data; it has: {', '.join(dataset.classes)}"
+        )
+    kept = [c for c in dataset.classes if not keep or c in keep]
+    new_names = sorted({rename.get(c, c) for c in kept})
+    to_new = {dataset.classes.index(c): new_names.index(rename.get(c, c)) for c in kept}
+    records = []
+    for r in dataset.records:
+        if r.label is not None and r.label in to_new:
+            r.label = to_new[r.label]
+            records.append(r)
+    return Dataset(new_names, records, dataset.task, dataset.root, dataset.format, dataset.issues)
+
+
+@dataclass
+class CachedImages:
+    """The decoded cache of a dataset's records plus which of them could be read."""
+
+    images: np.ndarray  # [N, S, S, 3] uint8
+    ok: np.ndarray  # [N] bool
+    issues: list[Issue]
+
+
+def cache_records(
+    dataset: Dataset, cache_size: int, cache_dir: str | None, workers: int, console: Console
+) -> CachedImages:
+    paths = [Path(r.path) for r in dataset.records]
+    progress = Progress(
+        TextColumn("decoding images into cache"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    with progress:
+        bar = progress.add_task("cache", total=len(paths))
+        images, ok, issues = build_cache(
+            paths,
+            cache_size,
+            Path(cache_dir) if cache_dir else default_cache_dir(),
+            workers=workers,
+            progress=lambda n: progress.update(bar, completed=n),
+        )
+    for issue in issues:
+        console.print(f"[yellow]skipped[/] {issue.path}: {issue.problem}")
+    if issues:
+        console.print(f"[yellow]{len(issues)} unreadable image(s) skipped[/] (listed in data_check.json)")
+    return CachedImages(images, ok, issues)
+
+
+def build_classification_task(
+    config: TrainConfig,
+    dataset: Dataset,
+    cached: CachedImages,
+    prep: Preprocessing,
+    batch_size: int,
+    device: torch.device,
+) -> ClassificationTask:
+    labels = np.array([r.label for r in dataset.records], dtype=np.int64)
+    splits = np.array([r.split for r in dataset.records], dtype=object)
+    train_idx = np.flatnonzero((splits == "train") & cached.ok)
+    val_idx = np.flatnonzero((splits == "val") & cached.ok)
+    if len(train_idx) == 0:
+        raise DataError(f"{config.data}: no readable training images")
+    return ClassificationTask(
+        images=cached.images,
+        labels=labels,
+        train_idx=train_idx,
+        val_idx=val_idx,
+        classes=dataset.classes,
+        prep=prep,
+        batch_size=batch_size,
+        augment=config.augment,
+        hflip=config.hflip,
+        balance=config.balance,
+        label_smoothing=config.label_smoothing,
+        seed=config.seed,
+        device=device,
+    )
