@@ -259,6 +259,15 @@ def check(data: str, format: str | None = None, strict: bool = False) -> dict:
     return check_dataset(data, format, strict=strict)
 
 
+def convert(data: str, to: str, out: str | Path, format: str | None = None, strict: bool = False):
+    """Convert ``data`` to another format; returns (output path, the dataset as read, with its issues)."""
+    from lanner.data.convert import convert_dataset
+    from lanner.data.formats import read_dataset
+
+    dataset = read_dataset(data, format, **({"strict": True} if strict else {}))
+    return convert_dataset(dataset, to, out, data), dataset
+
+
 def report(run: str | Path, out: str | Path | None = None) -> Path:
     from lanner.report import build_report
 

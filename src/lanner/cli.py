@@ -227,6 +227,24 @@ def _print_summary(s: dict) -> None:
         console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
 
 
+@app.command()
+def convert(
+    data: Annotated[str, typer.Argument(help="dataset in any supported format")],
+    to: Annotated[str, Opt(help="coco, voc, yolo, labelme, csv (or folder for classification)")],
+    out: Annotated[Path, typer.Argument(help="output folder or file")],
+    format: Annotated[str | None, Opt(help="source format (auto-detected)")] = None,
+    strict: Annotated[bool, Opt(help="problems in the source are errors")] = False,
+) -> None:
+    """Convert a dataset between annotation formats, keeping every box and class."""
+    from lanner.data.check import summarise
+
+    path, dataset = api.convert(data, to, out, format=format, strict=strict)
+    summary = summarise(dataset, [])
+    console.print(f"{summary['num_images']} images, {summary['num_classes']} classes -> {path} ({to})")
+    for issue in summary["issues"]:
+        console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
+
+
 @app.command(name="eval")
 def eval_(
     run: Annotated[Path, typer.Argument()],

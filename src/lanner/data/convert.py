@@ -42,10 +42,15 @@ def convert(
 
     ``read_kwargs`` go to the reader (``strict=True``, ``classes=[...]``, ...). Returns ``out``.
     """
+    dataset = read_dataset(src, format=src_format, **read_kwargs)
+    return convert_dataset(dataset, to, out, src)
+
+
+def convert_dataset(dataset, to: str, out: str | Path, src: str | Path) -> Path:
+    """Write an already-read dataset as ``to``; refuses to overwrite its own source."""
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve():
         raise DataError(f"{out}: converting a dataset onto itself would overwrite its annotations")
-    dataset = read_dataset(src, format=src_format, **read_kwargs)
     if not dataset.records:
         raise DataError(f"{src}: no readable images to convert")
     return write_dataset(dataset, target_format(to, dataset.task), out)

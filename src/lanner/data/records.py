@@ -80,6 +80,11 @@ class ImageRecord:
     split: str | None = None
     image_id: int | None = None  # id in the source file when it had one (COCO)
 
+    def __post_init__(self) -> None:
+        # Callers building records by hand often leave the crowd flags out: default to "not crowd".
+        if len(self.iscrowd) != len(self.boxes) and len(self.iscrowd) == 0:
+            self.iscrowd = np.zeros(len(self.boxes), dtype=bool)
+
     @property
     def num_boxes(self) -> int:
         return int(len(self.boxes))
