@@ -89,7 +89,8 @@ def train(config: TrainConfig, console: Console | None = None, *, evaluate_after
 def _print_plan(console, config, prepared, device, precision, segments, state) -> None:
     spe = prepared.task.steps_per_epoch()
     n = prepared.task.num_train_images
-    console.print(f"epoch = {n} images = {spe} steps of batch {prepared.batch_size}")
+    unit = getattr(prepared.task, "unit", "images")
+    console.print(f"epoch = {n} {unit} = {spe} steps of batch {prepared.batch_size}")
     sched = segments[-1].schedule
     warm = f", warmup {sched.warmup_epochs:g} epochs" if sched.warmup_epochs else ""
     budget = f" (time budget {config.time}: epochs re-estimated after the first steps)" if config.time else ""
@@ -192,7 +193,7 @@ def _add_segment(state: TrainState, config: TrainConfig, diff: dict, steps_per_e
         # A new schedule starts here, from the LR asked for (or the LR in effect now), without warmup.
         seg.origin_step = state.step
         seg.base_lr = config.lr if "lr" in diff else lr_at(state.segments, state.step)
-        spec = config.schedule.spec() if "schedule" in diff else copy.deepcopy(prev.schedule)
+        spec = copy.deepcopy(config.schedule) if "schedule" in diff else copy.deepcopy(prev.schedule)
         spec.warmup_epochs = 0.0
         seg.schedule = spec
     else:
@@ -231,10 +232,12 @@ def evaluate(
     split: str | None = None,
     console: Console | None = None,
     report: bool = True,
+    **detect_options,
 ) -> dict:
+    """Metrics of a run; detection runs take ``tile=N``, ``overlap=F`` (``tile=0``: whole images)."""
     from lanner.eval.evaluate import evaluate_run
 
-    metrics = evaluate_run(Path(run), data, split, _console(console))
+    metrics = evaluate_run(Path(run), data, split, _console(console), **detect_options)
     if report:
         _maybe_report(Path(run), _console(console))
     return metrics

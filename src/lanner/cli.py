@@ -95,6 +95,8 @@ def train(
     precision: Annotated[str | None, Opt(help="auto, 32, bf16, 16-mixed")] = None,
     tile: Annotated[int | None, Opt(help="detection: tile size in pixels for huge images")] = None,
     overlap: Annotated[float | None, Opt(help="tile overlap: fraction (<1) or pixels")] = None,
+    min_visibility: Annotated[float | None, Opt(help="tiles: drop boxes less visible than this")] = None,
+    empty_tile_ratio: Annotated[float | None, Opt(help="tiles: empty tiles per tile with objects")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="dotted override, e.g. schedule.gamma=0.5")] = None,
     dry_run: Annotated[bool, Opt(help="print and plot the LR schedule, then stop")] = False,
     no_eval: Annotated[bool, Opt(help="skip the evaluation after training")] = False,
@@ -130,6 +132,8 @@ def train(
         precision=precision,
         tile=tile,
         overlap=overlap,
+        min_visibility=min_visibility,
+        empty_tile_ratio=empty_tile_ratio,
     )
     if not cfg.data:
         raise typer.BadParameter("give DATA (or `data:` in --config)")
@@ -251,9 +255,36 @@ def eval_(
     data: Annotated[str | None, typer.Argument(help="another dataset (default: the run's own data)")] = None,
     split: Annotated[str | None, Opt(help="split to evaluate (default: test, else val)")] = None,
     no_report: Annotated[bool, Opt()] = False,
+    tile: Annotated[int | None, Opt(help="detection: tile size (default: the run's own tiling)")] = None,
+    overlap: Annotated[float | None, Opt(help="detection: tile overlap, fraction or pixels")] = None,
+    no_tile: Annotated[bool, Opt(help="detection: run on whole images (downscaled), no tiling")] = False,
+    merge: Annotated[str | None, Opt(help="detection: merge tiles with nms, nmm or wbf")] = None,
+    merge_threshold: Annotated[float | None, Opt(help="detection: overlap above which boxes merge")] = None,
+    full_image_pass: Annotated[
+        bool | None,
+        Opt("--full-image-pass/--no-full-image-pass", help="detection: add a downscaled whole-image pass"),
+    ] = None,
 ) -> None:
     """Metrics of a run on a split: per-class report, confusion matrix, mAP for detectors."""
-    api.evaluate(run, data, split, console, report=not no_report)
+    api.evaluate(
+        run,
+        data,
+        split,
+        console,
+        report=not no_report,
+        **_tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass),
+    )
+
+
+def _tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass) -> dict:
+    options = {
+        "tile": 0 if no_tile else tile,
+        "overlap": overlap,
+        "merge": merge,
+        "merge_threshold": merge_threshold,
+        "full_image_pass": full_image_pass,
+    }
+    return {k: v for k, v in options.items() if v is not None}
 
 
 @app.command()
@@ -264,9 +295,19 @@ def predict(
     topk: Annotated[int, Opt()] = 5,
     format: Annotated[str | None, Opt(help="detection output: coco, csv, labelme, yolo")] = None,
     render: Annotated[Path | None, Opt(help="detection: draw boxes on JPEG copies here")] = None,
+    tile: Annotated[int | None, Opt(help="detection: tile size (default: the run's own tiling)")] = None,
+    overlap: Annotated[float | None, Opt(help="detection: tile overlap, fraction or pixels")] = None,
+    no_tile: Annotated[bool, Opt(help="detection: run on whole images (downscaled), no tiling")] = False,
+    merge: Annotated[str | None, Opt(help="detection: merge tiles with nms, nmm or wbf")] = None,
+    merge_threshold: Annotated[float | None, Opt(help="detection: overlap above which boxes merge")] = None,
+    full_image_pass: Annotated[
+        bool | None,
+        Opt("--full-image-pass/--no-full-image-pass", help="detection: add a downscaled whole-image pass"),
+    ] = None,
 ) -> None:
     """Predict images with a trained run; preprocessing and classes come from the checkpoint."""
     detection = {k: v for k, v in {"format": format, "render": render}.items() if v is not None}
+    detection |= _tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass)
     api.predict(run, images, out, topk=topk, console=console, **detection)
 
 

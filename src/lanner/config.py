@@ -5,6 +5,7 @@ Unknown keys fail with the closest valid key suggested, so a typo never silently
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from pathlib import Path
@@ -15,32 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lanner.engine.schedules import SCHEDULES, ScheduleSpec
 from lanner.errors import ConfigError
-
-
-class ScheduleConfig(BaseModel):
-    """LR schedule; lengths in epochs. See :class:`lanner.engine.schedules.ScheduleSpec`."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = "cosine"
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.1
-    min_lr_factor: float = 0.0
-    step_size: float = 10.0
-    milestones: list[float] = Field(default_factory=list)
-    gamma: float | None = None
-    power: float = 2.0
-    pct_start: float = 0.3
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        ScheduleSpec(name=v)  # raises with a suggestion
-        return v
-
-    def spec(self) -> ScheduleSpec:
-        return ScheduleSpec(**self.model_dump())
 
 
 class TrainConfig(BaseModel):
@@ -65,7 +40,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.05
     momentum: float = 0.9
     label_smoothing: float = 0.0
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
 
     augment: Literal["none", "light", "default", "strong"] = "default"
     hflip: bool = True  # turn off for data where left and right differ (digits, text, some medical images)
@@ -116,12 +91,15 @@ def parse_duration(text: str) -> float:
     return h * 3600 + m * 60 + s
 
 
-def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+def _all_keys(model: type, prefix: str = "") -> list[str]:
+    """Every valid dotted key of a config model (pydantic models and the dataclasses inside them)."""
+    if dataclasses.is_dataclass(model):
+        return [prefix + f.name for f in dataclasses.fields(model)]
     keys = []
     for name, field in model.model_fields.items():
         keys.append(prefix + name)
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        if dataclasses.is_dataclass(ann) or (isinstance(ann, type) and issubclass(ann, BaseModel)):
             keys += _all_keys(ann, prefix + name + ".")
     return keys
 
@@ -135,7 +113,7 @@ def _raise_readable(err: ValidationError, source: str) -> None:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             lines.append(f"unknown key {key!r}{suggest_key(key)}")
         else:
             lines.append(f"{key}: {e['msg']}")
@@ -183,7 +161,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 __all__ = [
     "SCHEDULES",
-    "ScheduleConfig",
+    "ScheduleSpec",
     "TrainConfig",
     "apply_overrides",
     "load_config",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,15 +22,16 @@ from lanner.data.images import open_image
 from lanner.data.records import Issue
 from lanner.errors import DataError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LANNER_CACHE", Path.home() / ".cache" / "lanner"))
 
 
-def preprocess(path: str | Path, size: int) -> np.ndarray:
-    """Decode one image to a [size, size, 3] uint8 array: shorter side to ``size``, centre crop."""
+def preprocess_with_size(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one image to a [size, size, 3] uint8 array (shorter side to ``size``, centre crop),
+    and return its original upright (width, height) too."""
     img = open_image(path)
     w, h = img.size
     scale = size / min(w, h)
@@ -38,15 +40,23 @@ def preprocess(path: str | Path, size: int) -> np.ndarray:
         img.draft("RGB", (new_w, new_h))  # JPEG: decode at reduced size first, much faster for huge photos
     img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8), (w, h)
 
 
-def _load_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
+def preprocess(path: str | Path, size: int) -> np.ndarray:
+    """What a classifier sees of one file, identical at training and prediction time."""
+    return preprocess_with_size(path, size)[0]
+
+
+Loaded = tuple[np.ndarray | None, tuple[int, int], str | None]  # (pixels, original size, error)
+
+
+def _load_square(args: tuple[str, int]) -> Loaded:
     path, size = args
     try:
-        return preprocess(path, size), None
+        return (*preprocess_with_size(path, size), None)
     except DataError as e:
-        return None, str(e)
+        return None, (0, 0), str(e)
 
 
 def cache_key(paths: list[Path], size: int) -> str:
@@ -60,46 +70,63 @@ def cache_key(paths: list[Path], size: int) -> str:
     return h.hexdigest()[:20]
 
 
-def build_cache(
-    paths: list[Path], size: int, cache_dir: Path, *, workers: int = 1, progress=None
+def _read_issues(path: Path) -> list[Issue]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [
+        Issue(*line.split("\t", 1), action="skipped", kind="unreadable") for line in lines if "\t" in line
+    ]
+
+
+def build_image_cache(
+    paths: list[Path],
+    size: int,
+    cache_dir: Path,
+    *,
+    loader: Callable[[tuple[str, int]], Loaded] = _load_square,
+    tag: str = "square",
+    workers: int = 1,
+    progress=None,
 ) -> tuple[np.ndarray, np.ndarray, list[Issue]]:
-    """Return (images [N,S,S,3] uint8 memmap, ok mask [N], issues) — built once, reused after."""
+    """Decode every image once with ``loader`` into a memmap on disk, reused by later runs.
+
+    Returns (images [N, S, S, 3] uint8, original sizes [N, 2] with (0, 0) for unreadable files,
+    issues). ``tag`` names the kind of preprocessing, so two kinds never share a cache file.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(paths, size)
-    arr_path, ok_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.ok.npy"
+    key = f"{cache_key(paths, size)}-{tag}"
+    arr_path, sizes_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.sizes.npy"
     issues_path = cache_dir / f"{key}.issues.txt"
-    if arr_path.exists() and ok_path.exists():
-        issues = (
-            [
-                Issue(*line.split("\t", 1), action="skipped", kind="unreadable")
-                for line in issues_path.read_text().splitlines()
-                if "\t" in line
-            ]
-            if issues_path.exists()
-            else []
-        )
-        return np.load(arr_path, mmap_mode="r"), np.load(ok_path), issues
+    if arr_path.exists() and sizes_path.exists():
+        return np.load(arr_path, mmap_mode="r"), np.load(sizes_path), _read_issues(issues_path)
     tmp = cache_dir / f".{key}.{os.getpid()}.npy"
     images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-    ok = np.zeros(len(paths), dtype=bool)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
     issues: list[Issue] = []
     jobs = [(str(p), size) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
-        for i, (img, err) in enumerate(pool.map(_load_one, jobs, chunksize=16)):
-            if img is None:
-                issues.append(
-                    Issue(str(paths[i]), err.split(": ", 1)[-1], action="skipped", kind="unreadable")
-                )
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(paths) > 32 else _Serial() as pool:
+        for i, (pixels, wh, err) in enumerate(pool.map(loader, jobs, chunksize=16)):
+            if pixels is None:
+                issues.append(Issue.unreadable(paths[i], err))
             else:
-                images[i], ok[i] = img, True
+                images[i], sizes[i] = pixels, wh
             if progress is not None:
                 progress(i + 1)
     images.flush()
     del images
     issues_path.write_text("".join(f"{i.path}\t{i.problem}\n" for i in issues))
-    np.save(ok_path, ok)
+    np.save(sizes_path, sizes)
     os.replace(tmp, arr_path)
-    return np.load(arr_path, mmap_mode="r"), ok, issues
+    return np.load(arr_path, mmap_mode="r"), sizes, issues
+
+
+def build_cache(
+    paths: list[Path], size: int, cache_dir: Path, *, workers: int = 1, progress=None
+) -> tuple[np.ndarray, np.ndarray, list[Issue]]:
+    """Classification cache: (centre-cropped squares [N,S,S,3] uint8, readable mask [N], issues)."""
+    images, sizes, issues = build_image_cache(paths, size, cache_dir, workers=workers, progress=progress)
+    return images, sizes[:, 0] > 0, issues
 
 
 class _Serial:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,18 +36,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(path: str | Path, *, exif: bool = True) -> Image.Image:
-    """Open an image upright (EXIF orientation applied) as 8-bit RGB.
-
-    Raises :class:`DataError` naming the file and the reason for anything unreadable.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def errors_name_the_file(path: Path) -> Iterator[None]:
+    """Turn every failure to read ``path`` into a :class:`DataError` naming the file and the reason."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if exif:
-                img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+        yield
     except FileNotFoundError as e:
         raise DataError(f"{path}: file not found") from e
     except Image.DecompressionBombError as e:
@@ -57,17 +52,25 @@ def open_image(path: str | Path, *, exif: bool = True) -> Image.Image:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
 
 
+def open_image(path: str | Path, *, exif: bool = True) -> Image.Image:
+    """Open an image upright (EXIF orientation applied) as 8-bit RGB.
+
+    Raises :class:`DataError` naming the file and the reason for anything unreadable.
+    """
+    path = Path(path)
+    with errors_name_the_file(path), Image.open(path) as img:
+        img.load()
+        if exif:
+            img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of the upright image, reading only the header (fast, no decode)."""
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+    with errors_name_the_file(path), Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
     # Orientations 5-8 rotate by 90 degrees, so width and height swap.
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 

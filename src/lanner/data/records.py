@@ -52,6 +52,11 @@ class Issue:
     def __str__(self) -> str:
         return f"{self.path}: {self.problem} ({self.action})"
 
+    @classmethod
+    def unreadable(cls, path, error: str) -> Issue:
+        """A skipped image; ``error`` is a DataError message ("<path>: <reason>")."""
+        return cls(str(path), error.split(": ", 1)[-1], action="skipped", kind="unreadable")
+
 
 def _empty_boxes() -> np.ndarray:
     return np.zeros((0, 4), dtype=np.float32)

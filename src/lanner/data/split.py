@@ -45,3 +45,26 @@ def write_split(path: str | Path, dataset: Dataset) -> None:
         label = dataset.classes[r.label] if r.label is not None else ""
         w.writerow([str(r.path), label, r.split or ""])
     write_text(path, buf.getvalue())
+
+
+def apply_saved_split(dataset: Dataset, run_dir: Path) -> None:
+    """On resume or eval, reuse the run's recorded split instead of drawing a new one."""
+    from lanner.errors import CheckpointError
+
+    split_file = Path(run_dir) / "split.csv"
+    if not split_file.exists():
+        raise CheckpointError(f"{split_file}: missing; cannot restore this run's train/val split")
+    with split_file.open(newline="") as f:
+        saved = {row["path"]: row["split"] for row in csv.DictReader(f)}
+    for r in dataset.records:
+        r.split = saved.get(str(r.path), r.split)
+
+
+def split_for_run(dataset: Dataset, run_dir: Path, fraction: float, seed: int, fresh: bool) -> bool:
+    """A new run draws (and records) its split; a resumed one restores it. True if one was drawn."""
+    if not fresh:
+        apply_saved_split(dataset, run_dir)
+        return False
+    made = assign_validation_split(dataset, fraction, seed)
+    write_split(Path(run_dir) / "split.csv", dataset)
+    return made

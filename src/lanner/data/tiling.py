@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from lanner.data.images import _to_rgb, image_size
+from lanner.data.images import _to_rgb, errors_name_the_file, image_size
 from lanner.data.records import Dataset
-from lanner.errors import ConfigError, DataError
+from lanner.errors import ConfigError
 
 Window = tuple[int, int, int, int]
 
@@ -189,16 +189,18 @@ class TileIndex:
     def epoch_size(self) -> int:
         return self.num_non_empty + self.empty_per_epoch()
 
-    def epoch_tiles(self, epoch: int, seed: int = 0) -> list[Tile]:
-        """The tiles of one epoch, in index order (shuffling is the data loader's job).
+    def epoch_indices(self, epoch: int, seed: int = 0) -> list[int]:
+        """Indices of the tiles of one epoch, in index order (shuffling is the data loader's job).
 
         The empty-tile sample depends only on ``(seed, epoch)``, so runs are reproducible and every
         epoch sees different background.
         """
         rng = np.random.default_rng([seed, epoch])
         picked = rng.choice(self._empty, size=self.empty_per_epoch(), replace=False) if self._empty else []
-        chosen = sorted(self._non_empty + [int(i) for i in picked])
-        return [self.tiles[i] for i in chosen]
+        return sorted(self._non_empty + [int(i) for i in picked])
+
+    def epoch_tiles(self, epoch: int, seed: int = 0) -> list[Tile]:
+        return [self.tiles[i] for i in self.epoch_indices(epoch, seed)]
 
     def describe(self) -> str:
         """One line for the training log, e.g. how big an epoch is."""
@@ -244,26 +246,10 @@ def make_tiles(
 
 
 @contextlib.contextmanager
-def _errors_name_the_file(path: Path) -> Iterator[None]:
-    """Turn every failure to read ``path`` into a :class:`DataError` naming the file."""
-    try:
-        yield
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    except Image.DecompressionBombError as e:
-        raise DataError(
-            f"{path}: image is larger than Pillow's decompression-bomb limit ({e}); "
-            "if you trust this file, raise the limit with --max-image-pixels N"
-        ) from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
-
-
-@contextlib.contextmanager
 def opened_image(path: str | Path) -> Iterator[Image.Image]:
     """``Image.open`` (lazy: header only) with every failure turned into a :class:`DataError`."""
     path = Path(path)
-    with _errors_name_the_file(path), Image.open(path) as img:
+    with errors_name_the_file(path), Image.open(path) as img:
         yield img
 
 
@@ -275,7 +261,7 @@ def decode_upright(path: str | Path) -> Image.Image:
     mode conversion add one transient copy only when the file needs them.
     """
     path = Path(path)
-    with _errors_name_the_file(path):
+    with errors_name_the_file(path):
         img = Image.open(path)  # no context manager: closing would free the pixels we return
         try:
             img.load()  # Pillow closes the file itself once a single-frame image is loaded

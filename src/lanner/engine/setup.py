@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 from pathlib import Path
@@ -89,7 +90,7 @@ def first_segment(config: TrainConfig, steps_per_epoch: int) -> Segment:
         end_step=config.epochs * steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         base_lr=base_lr(config),
-        schedule=config.schedule.spec(),
+        schedule=copy.deepcopy(config.schedule),
         reason="start",
         time=now(),
     )

@@ -62,7 +62,8 @@ class TrainState:
     bad_epochs: int = 0
     monitor: str = "val_loss"
     patience: int | None = None
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # time in training steps
+    wall_seconds: float = 0.0  # everything: training, validation, checkpoints and plots (the --time budget)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "segments"}
@@ -137,12 +138,15 @@ class Trainer:
         st = self.state
         with _StopFlag() as stop:
             while st.epoch < st.total_epochs:
+                epoch_start = time.perf_counter()
                 self._set_freeze(st.epoch)
                 train_loss = self._train_epoch(stop)
                 if stop.requested:
+                    st.wall_seconds += time.perf_counter() - epoch_start
                     self._save("last")
                     raise Interrupted(st.epoch, st.step_in_epoch)
-                if self._end_epoch(train_loss):
+                done = self._end_epoch(train_loss, epoch_start)
+                if done:
                     break
         return st
 
@@ -184,7 +188,7 @@ class Trainer:
         self.scaler.update()
         return loss.item(), n
 
-    def _end_epoch(self, train_loss: float) -> bool:
+    def _end_epoch(self, train_loss: float, epoch_start: float) -> bool:
         """Validate, record, checkpoint; True when training should stop early."""
         st = self.state
         st.epoch += 1
@@ -204,6 +208,10 @@ class Trainer:
         }
         st.history.append(row)
         improved = self._update_best(metrics)
+        # The wall time of this epoch so far (the checkpoint written next is the only part left out).
+        self._epoch_wall = time.perf_counter() - epoch_start
+        st.wall_seconds += self._epoch_wall
+        self._refit_time_budget()
         self._write_outputs(improved)
         self._print_epoch(row, improved)
         return self._should_stop()
@@ -231,11 +239,12 @@ class Trainer:
                 f"(best {st.best_value:.4f} at epoch {st.best_epoch})"
             )
             return True
-        if self.time_budget_s is not None and st.epoch < st.total_epochs:
-            per_epoch = self._epoch_speed[1]
-            if st.train_seconds + per_epoch > self.time_budget_s * 1.05:
-                self.console.print(f"time budget reached after epoch {st.epoch}")
-                return True
+        # Stop when another epoch like the last one would overrun the wall-clock budget.
+        budget = self.time_budget_s
+        if budget is not None and st.epoch < st.total_epochs and st.wall_seconds + self._epoch_wall > budget:
+            spent = f"{st.wall_seconds:.0f}s of {budget:.0f}s"
+            self.console.print(f"time budget reached after epoch {st.epoch} ({spent})")
+            return True
         return False
 
     def _write_outputs(self, improved: bool) -> None:
@@ -283,6 +292,20 @@ class Trainer:
             f"time budget {self.time_budget_s:.0f}s: about {per_epoch:.1f}s per epoch -> {epochs} epochs; "
             f"LR schedule laid out over {seg.end_step} steps"
         )
+
+    def _refit_time_budget(self) -> None:
+        """After the first whole epoch (validation included) its wall time sizes the run for good."""
+        st = self.state
+        if self.time_budget_s is None or st.epoch != 1 or len(st.segments) > 1:
+            return
+        epochs = max(1, int(self.time_budget_s // max(self._epoch_wall, 1e-6)))
+        if epochs != st.total_epochs:
+            st.total_epochs = epochs
+            st.segments[0].end_step = epochs * self.steps_per_epoch
+            self.console.print(
+                f"first epoch took {self._epoch_wall:.1f}s with validation: {epochs} epochs fit the budget; "
+                f"LR schedule laid out over {st.segments[0].end_step} steps"
+            )
 
     def _set_freeze(self, epoch: int) -> None:
         if self.freeze_epochs <= 0:

@@ -39,7 +39,8 @@ def load_eval_data(
     loaded: LoadedRun, run_dir: Path, data: str | None, split: str | None
 ) -> tuple[Dataset, str | None]:
     from lanner.data.formats import read_dataset
-    from lanner.tasks.classify_setup import apply_saved_split, load_classification_data
+    from lanner.data.split import apply_saved_split
+    from lanner.tasks.classify_setup import load_classification_data
 
     if data is None:
         dataset = load_classification_data(loaded.config)
@@ -102,10 +103,13 @@ def evaluate_classification(loaded: LoadedRun, run_dir: Path, data, split, conso
     return {**metrics, "split": split}
 
 
-def evaluate_run(run_dir: Path, data: str | None, split: str | None, console: Console) -> dict:
+def evaluate_run(
+    run_dir: Path, data: str | None, split: str | None, console: Console, **detect_options
+) -> dict:
+    """Evaluate a run; ``detect_options`` (tile, overlap) override a detection run's tiling."""
     loaded = load_run(run_dir)
     if loaded.meta["task"] == "detect":
         from lanner.tasks.detect_setup import evaluate_detection_run
 
-        return evaluate_detection_run(loaded, run_dir, data, split, console)
+        return evaluate_detection_run(loaded, run_dir, data, split, console, **detect_options)
     return evaluate_classification(loaded, run_dir, data, split, console)

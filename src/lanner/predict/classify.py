@@ -64,13 +64,14 @@ def predict_files(
     topk: int = 5,
     console: Console | None = None,
     batch_size: int = 32,
+    **detect_options,
 ) -> list[dict]:
     console = console or Console()
     loaded = load_run(run)
     if loaded.meta["task"] != "classify":
         from lanner.predict.detect import predict_detection_files
 
-        return predict_detection_files(loaded, inputs, out, console=console)
+        return predict_detection_files(loaded, inputs, out, console=console, **detect_options)
     prep = Preprocessing.from_dict(loaded.meta["preprocessing"])
     classes = loaded.classes
     k = min(topk, len(classes))

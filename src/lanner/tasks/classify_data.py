@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from lanner._progress import progress_bar
 from lanner.config import TrainConfig
 from lanner.data.cache import build_cache, default_cache_dir
 from lanner.data.records import Dataset, Issue
@@ -50,23 +50,11 @@ def cache_records(
     dataset: Dataset, cache_size: int, cache_dir: str | None, workers: int, console: Console
 ) -> CachedImages:
     paths = [Path(r.path) for r in dataset.records]
-    progress = Progress(
-        TextColumn("decoding images into cache"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    with progress:
-        bar = progress.add_task("cache", total=len(paths))
+    with progress_bar("decoding images into cache", len(paths), console) as advance_to:
         images, ok, issues = build_cache(
-            paths,
-            cache_size,
-            Path(cache_dir) if cache_dir else default_cache_dir(),
-            workers=workers,
-            progress=lambda n: progress.update(bar, completed=n),
-        )
+            paths, cache_size, Path(cache_dir) if cache_dir else default_cache_dir(), workers=workers,
+            progress=advance_to,
+        )  # fmt: skip
     for issue in issues:
         console.print(f"[yellow]skipped[/] {issue.path}: {issue.problem}")
     if issues:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +14,8 @@ from lanner.config import TrainConfig
 from lanner.data.check import summarise
 from lanner.data.formats import read_dataset
 from lanner.data.records import Dataset
-from lanner.data.split import assign_validation_split, write_split
+from lanner.data.split import split_for_run
 from lanner.engine.setup import default_workers
-from lanner.errors import CheckpointError
 from lanner.models.registry import create_model, default_model, load_pretrained
 from lanner.tasks.classify import Preprocessing
 from lanner.tasks.classify_data import build_classification_task, cache_records, select_classes
@@ -45,17 +43,6 @@ def build_classifier(name: str, num_classes: int) -> tuple[nn.Module, tuple, tup
     return model, tuple(cfg["mean"]), tuple(cfg["std"])
 
 
-def apply_saved_split(dataset: Dataset, run_dir: Path) -> None:
-    """On resume, reuse the run's recorded split instead of drawing a new one."""
-    split_file = run_dir / "split.csv"
-    if not split_file.exists():
-        raise CheckpointError(f"{split_file}: missing; cannot restore this run's train/val split")
-    with split_file.open(newline="") as f:
-        saved = {row["path"]: row["split"] for row in csv.DictReader(f)}
-    for r in dataset.records:
-        r.split = saved.get(str(r.path), r.split)
-
-
 def load_classification_data(config: TrainConfig) -> Dataset:
     dataset = read_dataset(config.data, config.format)
     return select_classes(dataset, config.classes, config.rename)
@@ -65,12 +52,7 @@ def prepare_classification(
     config: TrainConfig, run_dir: Path, device: torch.device, console: Console, fresh: bool
 ) -> Prepared:
     dataset = load_classification_data(config)
-    if fresh:
-        made = assign_validation_split(dataset, config.val_fraction, config.seed)
-        write_split(run_dir / "split.csv", dataset)
-    else:
-        made = False
-        apply_saved_split(dataset, run_dir)
+    made = split_for_run(dataset, run_dir, config.val_fraction, config.seed, fresh)
     default_name, default_size = default_model("classify", device)
     name = config.model or default_name
     size = config.image_size or default_size

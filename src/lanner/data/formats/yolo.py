@@ -217,7 +217,8 @@ def write(dataset: Dataset, out: Path) -> None:
         labels.write_text("".join(f"{ln}\n" for ln in _label_lines(rec)), encoding="utf-8")
         if rec.split and rec.split not in splits:
             splits.append(rec.split)
-    cfg: dict = {"path": "."}
+    # Absolute: Ultralytics resolves a relative ``path`` against its own datasets folder, not the yaml's.
+    cfg: dict = {"path": str(out.resolve())}
     if splits:
         order = {s: i for i, s in enumerate(YAML_SPLIT_KEYS)}
         cfg.update({s: f"images/{s}" for s in sorted(splits, key=lambda s: order.get(s, len(order)))})

@@ -1,0 +1,238 @@
+"""`lanner predict` for detectors: boxes in full-image pixels, written in a dataset format, optionally drawn.
+
+Predictions become a :class:`Dataset` (one record per image, boxes at or above the run's score
+threshold) written by the format writers of :mod:`lanner.data.formats`, so the output opens in
+the tools that read that format (Labelme, Ultralytics, COCO viewers) and reads back with
+``read_dataset``. Annotation formats have no place for confidence, so every box's score is also
+written to ``detections.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from rich.console import Console
+
+from lanner._io import write_json
+from lanner.data.box_transforms import load_letterboxed
+from lanner.data.formats import write_dataset
+from lanner.data.records import Dataset, ImageRecord
+from lanner.errors import ConfigError, DataError
+from lanner.eval.detection import Detections
+from lanner.models.loading import LoadedRun
+from lanner.predict.classify import expand_inputs
+from lanner.tasks.detect import detect_canvases
+
+FORMATS = ("coco", "csv", "labelme", "yolo")
+# lanner's writer name per --format, and the output path under the output folder (file or folder).
+WRITERS = {
+    "coco": ("coco", "coco.json"),
+    "csv": ("csv_boxes", "boxes.csv"),
+    "labelme": ("labelme", "labelme"),
+    "yolo": ("yolo", "yolo"),
+}
+RENDER_MAX_SIDE = 1280  # small enough to mail, large enough to judge the boxes
+RENDER_QUALITY = 85
+PALETTE = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+]
+
+
+def _letterboxed_batches(paths: list[Path], size: int, batch_size: int) -> Iterator[tuple[list, list, dict]]:
+    """(readable paths, canvases + sizes, {path: error}) per chunk; unreadable files do not stop the run."""
+    for start in range(0, len(paths), batch_size):
+        good, loaded, errors = [], [], {}
+        for p in paths[start : start + batch_size]:
+            try:
+                loaded.append(load_letterboxed(p, size))
+                good.append(p)
+            except DataError as e:
+                errors[p] = str(e)
+        yield good, loaded, errors
+
+
+def detect_files(
+    loaded: LoadedRun, paths: list[Path], batch_size: int = 8, tiling=None
+) -> Iterator[tuple[Path, tuple, object]]:
+    """Yield (path, (width, height), Detections in full-image pixels) or (path, None, error message)."""
+    if tiling is not None:
+        yield from _detect_files_tiled(loaded, paths, tiling)
+        return
+    size = int(loaded.meta["image_size"])
+    device = next(loaded.model.parameters()).device
+    for good, items, errors in _letterboxed_batches(paths, size, batch_size):
+        for p, message in errors.items():
+            yield p, None, message
+        if not items:
+            continue
+        canvases = np.stack([c for c, _ in items])  # [B, S, S, 3] uint8
+        sizes = np.array([wh for _, wh in items])  # [B, 2] original (width, height)
+        for p, wh, det in zip(
+            good, sizes, detect_canvases(loaded.model, canvases, sizes, device), strict=True
+        ):
+            yield p, (int(wh[0]), int(wh[1])), det
+
+
+def _detect_files_tiled(loaded: LoadedRun, paths: list[Path], tiling) -> Iterator[tuple[Path, tuple, object]]:
+    """Tiled inference, one file at a time so a broken file is reported and the rest still run."""
+    from lanner.data.images import image_size
+    from lanner.data.records import ImageRecord
+    from lanner.tasks.detect_tiled import detect_tiled
+
+    device = next(loaded.model.parameters()).device
+    for p in paths:
+        try:
+            size = image_size(p)
+            (det,) = detect_tiled(loaded.model, [ImageRecord(path=p)], tiling, device)
+        except DataError as e:
+            yield p, None, str(e)
+            continue
+        yield p, size, det
+
+
+def predictions_dataset(
+    classes: list[str], results: list[tuple[Path, tuple, Detections]], score_threshold: float
+) -> Dataset:
+    records = []
+    for path, (w, h), det in results:
+        shown = det.above(score_threshold)
+        records.append(
+            ImageRecord(
+                Path(path),
+                w,
+                h,
+                boxes=shown.boxes.astype(np.float32),
+                labels=shown.labels.astype(np.int64),
+                iscrowd=np.zeros(len(shown), bool),
+            )
+        )
+    return Dataset(list(classes), records, "detect", format="predictions")
+
+
+def write_predictions(dataset: Dataset, fmt: str, out: Path) -> Path:
+    """Write in ``fmt``; ``out`` is a folder (default names inside it) or, for coco/csv, the file itself."""
+    if fmt not in WRITERS:
+        raise ConfigError(f"unknown prediction format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    writer, default_name = WRITERS[fmt]
+    target = out if out.suffix.lower() in (".json", ".csv") else out / default_name
+    return write_dataset(dataset, writer, target)
+
+
+def scores_document(classes: list[str], results: list, score_threshold: float) -> dict:
+    images = []
+    for path, (w, h), det in results:
+        shown = det.above(score_threshold)
+        images.append(
+            {
+                "path": str(path),
+                "width": w,
+                "height": h,
+                "boxes": np.round(shown.boxes, 2).tolist(),
+                "scores": np.round(shown.scores, 4).tolist(),
+                "labels": [classes[int(c)] for c in shown.labels],
+            }
+        )
+    return {"classes": list(classes), "score_threshold": score_threshold, "images": images}
+
+
+# ------------------------------------------------------------------------------------------ render
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def render_image(path: Path, det: Detections, classes: list[str], out_dir: Path) -> Path:
+    """Draw boxes with class and score on a copy scaled to RENDER_MAX_SIDE (never upscaled); JPEG."""
+    from lanner.data.images import open_image
+
+    img = open_image(path)
+    scale = min(1.0, RENDER_MAX_SIDE / max(img.size))
+    if scale < 1.0:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    font = _font(max(10, round(max(img.size) / 60)))
+    line = max(1, round(max(img.size) / 400))
+    for box, score, label in zip(det.boxes * scale, det.scores, det.labels, strict=True):
+        colour = PALETTE[int(label) % len(PALETTE)]
+        x0, y0, x1, y1 = box.tolist()
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+        text = f"{classes[int(label)]} {score:.2f}"
+        tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
+        top = max(0, y0 - (ty1 - ty0) - 2)
+        draw.rectangle((x0, top, x0 + tx1 - tx0 + 4, top + ty1 - ty0 + 2), fill=colour)
+        draw.text((x0 + 2, top), text, fill="white", font=font)
+    target = out_dir / f"{path.stem}.jpg"
+    n = 1
+    while target.exists():  # two inputs with one name (from different folders) must not overwrite
+        n += 1
+        target = out_dir / f"{path.stem}-{n}.jpg"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    img.save(target, "JPEG", quality=RENDER_QUALITY)
+    return target
+
+
+# ----------------------------------------------------------------------------------------- predict
+def predict_detection_files(
+    loaded: LoadedRun,
+    inputs: list[str],
+    out: str | Path | None = None,
+    *,
+    console: Console | None = None,
+    format: str = "coco",
+    render: str | Path | None = None,
+    score_threshold: float | None = None,
+    batch_size: int = 8,
+    tile: int | None = None,
+    **tiling_options,
+) -> list[dict]:
+    """Detect objects in files/folders/globs; write ``format`` (+ detections.json) under ``out``."""
+    console = console or Console()
+    threshold = loaded.config.score_threshold if score_threshold is None else score_threshold
+    classes = loaded.classes
+    run_dir = loaded.checkpoint.parent.parent
+    out = Path(out) if out else run_dir / "predictions"
+    folder = out.parent if out.suffix else out
+    results, rows = [], []
+    from lanner.tasks.detect_tiled import resolve_tiling
+
+    tiling = resolve_tiling(loaded.meta.get("tiling"), tile, **tiling_options)
+    for path, size, det in detect_files(loaded, expand_inputs(inputs), batch_size, tiling):
+        if size is None:
+            console.print(f"[yellow]skipped[/] {det}")
+            rows.append({"path": str(path), "error": det})
+            continue
+        results.append((path, size, det))
+        shown = det.above(threshold)
+        rows.append(
+            {
+                "path": str(path),
+                "boxes": shown.boxes.tolist(),
+                "scores": shown.scores.tolist(),
+                "labels": [classes[int(c)] for c in shown.labels],
+                "error": "",
+            }
+        )
+        if render is not None:
+            render_image(path, shown, classes, Path(render))
+    written = write_predictions(predictions_dataset(classes, results, threshold), format, out)
+    write_json(folder / "detections.json", scores_document(classes, results, threshold))
+    total = sum(len(r.get("boxes", [])) for r in rows)
+    console.print(
+        f"{len(results)} image(s), {total} box(es) at score >= {threshold:g} -> {written} "
+        f"(scores in {folder / 'detections.json'})" + (f"; drawn in {render}" if render else "")
+    )
+    return rows

@@ -1,0 +1,193 @@
+"""Object detection as a training task: letterboxed cached canvases in, torchvision detector losses out.
+
+Batches are cut from the letterbox cache (:mod:`lanner.data.box_transforms`) and augmented as a
+whole batch; images without boxes stay in the epoch as negatives. Validation runs the detector
+on the validation canvases, maps boxes back to original pixels and scores them with the same COCO
+evaluation ``lanner eval`` uses, so ``val_map`` in history.csv is the number eval would report.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from lanner.data.box_transforms import (
+    FILL,
+    BoxTargets,
+    LetterboxCache,
+    augment_detection_batch,
+    scaled_targets,
+)
+from lanner.data.records import Dataset
+from lanner.eval.detection import Detections, evaluate_detections
+from lanner.tasks.classify import batch_generator, to_float
+
+EVAL_BATCH = 16
+
+
+def to_model_targets(targets: list[BoxTargets], label_offset: int, device: torch.device) -> list[dict]:
+    """torchvision's target dicts; ``label_offset`` is 1 where class 0 means background."""
+    return [
+        {
+            "boxes": torch.as_tensor(t.boxes, dtype=torch.float32).reshape(-1, 4).to(device),
+            "labels": (torch.as_tensor(t.labels, dtype=torch.int64) + label_offset).to(device),
+        }
+        for t in targets
+    ]
+
+
+def to_detections(output: dict, scale: float, width: int, height: int, label_offset: int) -> Detections:
+    """One model output on a canvas -> Detections in the original image's pixels."""
+    boxes = output["boxes"].float().cpu().numpy() / scale  # [K, 4] canvas -> original pixels
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    labels = output["labels"].cpu().numpy() - label_offset
+    # Clipping can flatten a box lying past the image edge; a zero-area box frames nothing.
+    real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return Detections(boxes[real], output["scores"].float().cpu().numpy()[real], labels[real])
+
+
+@torch.no_grad()
+def detect_canvases(
+    model: nn.Module,
+    canvases: np.ndarray,
+    sizes: np.ndarray,
+    device: torch.device,
+    batch_size: int = EVAL_BATCH,
+) -> list[Detections]:
+    """Letterboxed canvases [N, S, S, 3] uint8 with original (width, height) [N, 2] -> one Detections each."""
+    offset = getattr(model, "label_offset", 0)
+    side = canvases.shape[1]
+    out: list[Detections] = []
+    for start in range(0, len(canvases), batch_size):
+        x = to_float(canvases[start : start + batch_size]).to(device)  # [B, 3, S, S]
+        for output, (w, h) in zip(model(list(x)), sizes[start : start + batch_size], strict=True):
+            out.append(to_detections(output, side / max(w, h), int(w), int(h), offset))
+    return out
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Dropout):
+            m.eval()
+
+
+def nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+class DetectionTask:
+    """Supplies the trainer with batches, loss and COCO validation metrics for object detection."""
+
+    monitor = "val_map"
+
+    def __init__(
+        self,
+        *,
+        cache: LetterboxCache,
+        dataset: Dataset,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        batch_size: int,
+        augment: str = "default",
+        hflip: bool = True,
+        min_visibility: float = 0.5,
+        score_threshold: float = 0.25,
+        label_offset: int = 0,
+        seed: int = 0,
+        device: torch.device | None = None,
+    ) -> None:
+        self.cache, self.dataset = cache, dataset
+        self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
+        self.batch_size, self.augment, self.hflip = batch_size, augment, hflip
+        self.min_visibility, self.score_threshold = min_visibility, score_threshold
+        self.label_offset, self.seed = label_offset, seed
+        self.device = device or torch.device("cpu")
+        scales = cache.scales
+        self.targets = [
+            scaled_targets(r.boxes, r.labels, r.iscrowd, float(s))
+            for r, s in zip(dataset.records, scales, strict=True)
+        ]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.dataset.classes)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.cache.images.shape[1])
+
+    @property
+    def num_train_images(self) -> int:
+        return len(self.train_idx)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_idx) / self.batch_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return self.train_idx[torch.randperm(len(self.train_idx), generator=g).numpy()]
+
+    def train_batches(self, epoch: int, skip: int = 0):
+        order = self.epoch_order(epoch)
+        for b in range(skip, self.steps_per_epoch()):
+            idx = np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])  # sequential memmap reads
+            x, targets = augment_detection_batch(
+                self.cache.images[idx],
+                [self.targets[i] for i in idx],
+                preset=self.augment,
+                hflip=self.hflip,
+                min_visibility=self.min_visibility,
+                g=batch_generator(self.seed, epoch, b),
+            )
+            yield list(x.to(self.device)), to_model_targets(targets, self.label_offset, self.device)
+
+    def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
+        images, targets = batch
+        losses = model(images, targets)
+        return sum(losses.values()), len(images)
+
+    def validation_loss(self, model: nn.Module) -> float:
+        """The training loss on validation canvases: no augmentation, BN statistics left untouched."""
+        model.train()
+        _freeze_batchnorm(model)
+        total, n = 0.0, 0
+        try:
+            for start in range(0, len(self.val_idx), EVAL_BATCH):
+                idx = self.val_idx[start : start + EVAL_BATCH]
+                x = list(to_float(self.cache.images[idx]).to(self.device))
+                targets = to_model_targets([self.targets[i] for i in idx], self.label_offset, self.device)
+                total += float(sum(model(x, targets).values())) * len(idx)
+                n += len(idx)
+        finally:
+            model.eval()
+        return total / max(n, 1)
+
+    def predict_val(self, model: nn.Module) -> list[Detections]:
+        return detect_canvases(
+            model, self.cache.images[self.val_idx], self.cache.sizes[self.val_idx], self.device
+        )
+
+    def validate(self, model) -> dict[str, float]:
+        if len(self.val_idx) == 0:
+            return {}
+        val_set = Dataset(self.classes, [self.dataset.records[i] for i in self.val_idx], "detect")
+        metrics = evaluate_detections(val_set, self.predict_val(model), score_threshold=self.score_threshold)
+        return {
+            "val_loss": self.validation_loss(model),
+            "val_map": nan_if_none(metrics["map"]),
+            "val_map50": nan_if_none(metrics["map50"]),
+            "val_map75": nan_if_none(metrics["map75"]),
+        }
+
+    def meta(self) -> dict:
+        return {
+            "task": "detect",
+            "classes": self.classes,
+            "image_size": self.image_size,
+            "letterbox": {"fill": list(FILL), "align": "top-left"},
+            "score_threshold": self.score_threshold,
+        }

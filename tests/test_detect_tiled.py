@@ -1,0 +1,82 @@
+"""Tiled detection end to end: large canvases with real digits, train on tiles, eval on full images."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lanner import api
+from lanner.config import make_config
+from lanner.data.formats import read_dataset
+from lanner.demo_detect import write_digit_canvases
+from lanner.engine.checkpoint import load_checkpoint
+from lanner.engine.history import read_history
+from lanner.models.loading import load_run
+from lanner.predict.detect import predict_detection_files
+
+
+@pytest.fixture(scope="module")
+def canvases(tmp_path_factory):
+    return write_digit_canvases(
+        tmp_path_factory.mktemp("canv"), n_train=2, n_val=1, size=640, objects=(6, 10)
+    )
+
+
+def test_train_on_tiles_and_evaluate_on_full_images(canvases, tmp_path, capsys):
+    config = make_config(
+        {
+            "data": str(canvases),
+            "task": "detect",
+            "run": str(tmp_path / "run"),
+            "model": "fcos_test_resnet",
+            "tile": 160,
+            "overlap": 0.25,
+            "epochs": 2,
+            "batch_size": 8,
+            "empty_tile_ratio": 0.25,
+            "hflip": False,
+        }
+    )
+    run = api.train(config, evaluate_after=False)
+    out = "".join(capsys.readouterr().out.split())
+    ds = read_dataset(canvases)
+    n_train = len(ds.subset("train"))
+    # 640 px with 160 px tiles at 25% overlap: starts every 120 px -> 5 x 5 windows per canvas.
+    assert f"{25 * n_train}tilesfrom{n_train}images" in out
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert state["meta"]["tiling"]["tile"] == 160 and state["meta"]["image_size"] == 160
+    history = read_history(run / "history.csv")
+    assert len(history) == 2 and "val_map50" in history[0]
+    # An epoch is every non-empty tile plus a quarter as many empty ones.
+    tiles_per_epoch = int(out.split("epoch=")[1].split("tiles")[0])
+    non_empty = int(out.split("tilesfrom")[1].split("images:")[1].split("with")[0])
+    assert tiles_per_epoch == non_empty + round(0.25 * non_empty) < 25 * n_train
+
+    tiled = api.evaluate(run, str(canvases), "val", report=False)
+    whole = api.evaluate(run, str(canvases), "val", report=False, tile=0)
+    assert tiled["tiling"]["tile"] == 160 and whole["tiling"] is None
+    assert tiled["num_images"] == whole["num_images"] == 1
+    preds = json.loads((run / "eval" / "predictions.json").read_text())
+    assert preds["images"][0]["width"] == 640  # full-image coordinates, not tile coordinates
+
+
+def test_tiled_predictions_are_in_full_image_pixels(canvases, tmp_path):
+    config = make_config(
+        {
+            "data": str(canvases),
+            "task": "detect",
+            "run": str(tmp_path / "run"),
+            "model": "fcos_test_resnet",
+            "tile": 160,
+            "overlap": 0.25,
+            "epochs": 1,
+            "batch_size": 8,
+        }
+    )
+    run = api.train(config, evaluate_after=False)
+    image = sorted((canvases / "val").glob("*.jpg"))[0]
+    rows = predict_detection_files(
+        load_run(run), [str(image)], tmp_path / "out", format="csv", score_threshold=0.0
+    )
+    boxes = np.array(rows[0]["boxes"]).reshape(-1, 4)
+    assert len(boxes) and boxes.max() <= 640 and boxes[:, 2].max() > 160  # beyond the first tile
