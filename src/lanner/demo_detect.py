@@ -137,7 +137,7 @@ def run_detect_demo(
             "hflip": False,
         }
     )
-    run_dir = api.train(config, console)
+    run_dir = api.train(config, console, evaluate_after=False)  # evaluated below, tiled and not
     console.print("the same model on the whole canvas, downscaled to one model input (no tiling):")
     whole = api.evaluate(run_dir, str(ann), "val", console=console, report=False, tile=0)
     console.print("tiled, as trained:")
