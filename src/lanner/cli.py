@@ -99,7 +99,9 @@ def train(
     empty_tile_ratio: Annotated[float | None, Opt(help="tiles: empty tiles per tile with objects")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="dotted override, e.g. schedule.gamma=0.5")] = None,
     dry_run: Annotated[bool, Opt(help="print and plot the LR schedule, then stop")] = False,
-    no_eval: Annotated[bool, Opt(help="skip the evaluation after training")] = False,
+    no_eval: Annotated[
+        bool, Opt("--no-eval", help="skip the evaluation (and report) after training")
+    ] = False,
 ) -> None:
     """Train a classifier or detector; everything goes to one run directory."""
     cfg = _config_from_options(
@@ -151,7 +153,7 @@ def resume(
     schedule: Annotated[str | None, Opt(help="new schedule from now on")] = None,
     patience: Annotated[int | None, Opt()] = None,
     monitor: Annotated[str | None, Opt()] = None,
-    no_eval: Annotated[bool, Opt()] = False,
+    no_eval: Annotated[bool, Opt("--no-eval")] = False,
 ) -> None:
     """Continue a run; changes are recorded as a new segment of the same run."""
     api.resume(
@@ -249,21 +251,30 @@ def convert(
         console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
 
 
+# Tiled-inference options shared by `eval` and `predict` (a detection run's own tiling is the default).
+TileOpt = Annotated[int | None, Opt(help="detection: tile size (default: the run's own tiling)")]
+OverlapOpt = Annotated[float | None, Opt(help="detection: tile overlap, fraction or pixels")]
+NoTileOpt = Annotated[bool, Opt("--no-tile", help="detection: run on whole images (downscaled), no tiling")]
+MergeOpt = Annotated[str | None, Opt(help="detection: merge tiles with nms, nmm or wbf")]
+MergeThresholdOpt = Annotated[float | None, Opt(help="detection: overlap above which boxes merge")]
+FullImagePassOpt = Annotated[
+    bool | None,
+    Opt("--full-image-pass/--no-full-image-pass", help="detection: add a downscaled whole-image pass"),
+]
+
+
 @app.command(name="eval")
 def eval_(
     run: Annotated[Path, typer.Argument()],
     data: Annotated[str | None, typer.Argument(help="another dataset (default: the run's own data)")] = None,
     split: Annotated[str | None, Opt(help="split to evaluate (default: test, else val)")] = None,
-    no_report: Annotated[bool, Opt()] = False,
-    tile: Annotated[int | None, Opt(help="detection: tile size (default: the run's own tiling)")] = None,
-    overlap: Annotated[float | None, Opt(help="detection: tile overlap, fraction or pixels")] = None,
-    no_tile: Annotated[bool, Opt(help="detection: run on whole images (downscaled), no tiling")] = False,
-    merge: Annotated[str | None, Opt(help="detection: merge tiles with nms, nmm or wbf")] = None,
-    merge_threshold: Annotated[float | None, Opt(help="detection: overlap above which boxes merge")] = None,
-    full_image_pass: Annotated[
-        bool | None,
-        Opt("--full-image-pass/--no-full-image-pass", help="detection: add a downscaled whole-image pass"),
-    ] = None,
+    no_report: Annotated[bool, Opt("--no-report")] = False,
+    tile: TileOpt = None,
+    overlap: OverlapOpt = None,
+    no_tile: NoTileOpt = False,
+    merge: MergeOpt = None,
+    merge_threshold: MergeThresholdOpt = None,
+    full_image_pass: FullImagePassOpt = None,
 ) -> None:
     """Metrics of a run on a split: per-class report, confusion matrix, mAP for detectors."""
     api.evaluate(
@@ -295,15 +306,12 @@ def predict(
     topk: Annotated[int, Opt()] = 5,
     format: Annotated[str | None, Opt(help="detection output: coco, csv, labelme, yolo")] = None,
     render: Annotated[Path | None, Opt(help="detection: draw boxes on JPEG copies here")] = None,
-    tile: Annotated[int | None, Opt(help="detection: tile size (default: the run's own tiling)")] = None,
-    overlap: Annotated[float | None, Opt(help="detection: tile overlap, fraction or pixels")] = None,
-    no_tile: Annotated[bool, Opt(help="detection: run on whole images (downscaled), no tiling")] = False,
-    merge: Annotated[str | None, Opt(help="detection: merge tiles with nms, nmm or wbf")] = None,
-    merge_threshold: Annotated[float | None, Opt(help="detection: overlap above which boxes merge")] = None,
-    full_image_pass: Annotated[
-        bool | None,
-        Opt("--full-image-pass/--no-full-image-pass", help="detection: add a downscaled whole-image pass"),
-    ] = None,
+    tile: TileOpt = None,
+    overlap: OverlapOpt = None,
+    no_tile: NoTileOpt = False,
+    merge: MergeOpt = None,
+    merge_threshold: MergeThresholdOpt = None,
+    full_image_pass: FullImagePassOpt = None,
 ) -> None:
     """Predict images with a trained run; preprocessing and classes come from the checkpoint."""
     detection = {k: v for k, v in {"format": format, "render": render}.items() if v is not None}
