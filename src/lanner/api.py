@@ -278,9 +278,6 @@ def report(run: str | Path, out: str | Path | None = None) -> Path:
 
 
 def _maybe_report(run_dir: Path, console: Console) -> None:
-    try:
-        from lanner.report import build_report
-    except ImportError:
-        return
-    path = build_report(run_dir)
-    console.print(f"report: {path}")
+    from lanner.report import build_report
+
+    console.print(f"report: {build_report(run_dir)}")

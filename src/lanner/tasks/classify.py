@@ -166,7 +166,6 @@ class ClassificationTask:
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing).to(
             self.device
         )
-        self.eval_loss_fn = torch.nn.CrossEntropyLoss().to(self.device)
 
     @property
     def num_train_images(self) -> int:

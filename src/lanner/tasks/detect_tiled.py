@@ -128,16 +128,11 @@ def detect_tiled(
     was_training = model.training
     model.eval()
     try:
+        # Tiling's fields are predict_tiled's keyword arguments, by design.
         stream = predict_tiled(
             model,
             [r.path for r in records],
-            tile=tiling.tile,
-            overlap=tiling.overlap,
-            batch_size=tiling.batch_size,
-            merge=tiling.merge,
-            merge_threshold=tiling.merge_threshold,
-            metric=tiling.metric,
-            full_image_pass=tiling.full_image_pass,
+            **tiling.to_dict(),
             device=device,
             score_threshold=score_threshold,
         )
@@ -155,8 +150,7 @@ class TiledDetectionTask(DetectionTask):
     def __init__(self, *, tiles: TileIndex, full_val: Dataset, tiling: Tiling, **kwargs) -> None:
         super().__init__(**kwargs)
         self.tiles, self.full_val, self.tiling = tiles, full_val, tiling
-        readable = set(np.flatnonzero(self.cache.ok).tolist())
-        self._readable = readable
+        self._readable = set(np.flatnonzero(self.cache.ok).tolist())
 
     @property
     def num_train_images(self) -> int:
