@@ -2,18 +2,27 @@
 
     .venv/bin/pip install sahi   # once
     .venv/bin/python benchmarks/tiled_vs_sahi.py --run RUN_DIR --data ANN_JSON \
-        [--tile 256 --overlap 0.25] [--images N] [--repeats K] [--split val]
+        [--tile 256 --overlap 0.25] [--images N] [--repeats K] [--split val] \
+        [--device cpu|cuda] [--precision 32|bf16|16-mixed]
 
 The same trained detector (``load_run``), the same images (the ``--split`` records of ``--data``),
-tile size and overlap go through three pipelines, each end to end from image paths to per-image
+tile size and overlap go through four pipelines, each end to end from image paths to per-image
 detections in memory:
 
-* **lanner**: :func:`lanner.predict.tiled.predict_tiled` (greedy NMM / IoS 0.5; NMS for mAP too);
+* **lanner**: :func:`lanner.predict.tiled.predict_tiled` (greedy NMM / IoS 0.5; NMS for mAP too)
+  on the model as ``lanner predict`` runs it: :func:`lanner.models.inference.inference_model`
+  (BatchNorm folded into the convolutions, channels-last, autocast at ``--precision``), with the
+  tile batch size ``lanner predict`` picks for the device;
 * **SAHI**: ``sahi.predict.get_sliced_prediction`` with its torchvision wrapper, handed the model
-  object (its own loader would build a model and fetch weights), GREEDYNMM / IOS 0.5, no
-  full-image pass, at the best of the ``batch_size`` values it accepts;
-* **bare**: decode each image once, cut the same windows, stack them into batches, call the model
-  under ``torch.inference_mode``; no merging, no threads of our own: the compute limit.
+  object as trained (its own loader would build a model and fetch weights), GREEDYNMM / IOS 0.5,
+  no full-image pass, at the best of the ``batch_size`` values it accepts: SAHI as its users run it;
+* **SAHI + lanner's model**: the same, handed lanner's inference copy of the model instead, with
+  the model's own score floor raised to ``--score-threshold`` as lanner's pipeline does
+  (:func:`lanner.predict.tiled.score_floor`), so the difference to lanner is the pipeline alone
+  (batching, decoding, merging);
+* **bare**: decode each image once, cut the same windows, stack them into batches, call lanner's
+  inference copy (score floor raised too) under ``torch.inference_mode``; no merging, no threads of
+  our own: the limit.
 
 Fairness choices, all in SAHI's favour or neutral: SAHI's torchvision wrapper calls the model with
 autograd on, so its call is wrapped in ``torch.inference_mode`` here like the other two; all three
@@ -44,7 +53,7 @@ from lanner.data.formats import read_dataset
 from lanner.data.records import Dataset
 from lanner.data.tiling import decode_upright, overlap_pixels, tile_windows
 from lanner.eval.detection import Detections, evaluate_detections
-from lanner.predict.tiled import choose_batch_size, predict_tiled
+from lanner.predict.tiled import predict_tiled, score_floor
 
 MERGE_THRESHOLD = 0.5  # GREEDYNMM / IOS 0.5 for both lanner and SAHI (SAHI's defaults)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -104,7 +113,7 @@ def run_lanner(model, paths: list[Path], args, batch_size: int, merge: str = "nm
         merge=merge,
         merge_threshold=MERGE_THRESHOLD,
         metric="ios",
-        device="cpu",
+        device=args.device,
         score_threshold=args.score_threshold,
     )
     return [Detections(boxes, scores, labels - offset) for _, boxes, scores, labels in stream]
@@ -127,7 +136,10 @@ def run_bare(model, paths: list[Path], args, batch_size: int) -> dict:
     def flush() -> float:
         t0 = time.perf_counter()
         with torch.inference_mode():
-            model([t.permute(2, 0, 1).float().div_(255.0) for t in batch])  # outputs dropped: no merge
+            inputs = [t.to(args.device).permute(2, 0, 1).float().div_(255.0) for t in batch]
+            model(inputs)  # outputs dropped: no merge
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
         return time.perf_counter() - t0
 
     for pixels in _tiles(paths, args.tile, args.overlap):
@@ -143,7 +155,7 @@ def run_bare(model, paths: list[Path], args, batch_size: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ SAHI
-def sahi_model(model, classes: list[str], score_threshold: float):
+def sahi_model(model, classes: list[str], score_threshold: float, device: str):
     """SAHI's torchvision wrapper around our model object; category ids are the model's raw labels."""
     from sahi.models.torchvision import TorchVisionDetectionModel
 
@@ -151,7 +163,7 @@ def sahi_model(model, classes: list[str], score_threshold: float):
     mapping = {str(i + offset): name for i, name in enumerate(classes)}
     # image_size stays None: otherwise SAHI rewrites model.transform's min/max size per image.
     return TorchVisionDetectionModel(
-        model=model, confidence_threshold=score_threshold, category_mapping=mapping, device="cpu"
+        model=model, confidence_threshold=score_threshold, category_mapping=mapping, device=device
     )
 
 
@@ -246,8 +258,10 @@ def check_one_tile(model, detector, path: Path, tile: int, overlap: float) -> di
     img = decode_upright(path)
     windows = tile_windows(img.width, img.height, tile, overlap)
     crops = [np.array(img.crop(tuple(int(v) for v in w))) for w in windows]
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        direct = model([torch.from_numpy(c).permute(2, 0, 1).float() / 255.0 for c in crops])
+        direct = model([torch.from_numpy(c).to(device).permute(2, 0, 1).float() / 255.0 for c in crops])
+        direct = [{k: v.cpu() for k, v in d.items()} for d in direct]
     busiest = int(np.argmax([len(d["scores"]) for d in direct]))
     ref = direct[busiest]
     keep = ref["scores"] > detector.confidence_threshold  # SAHI keeps score > threshold
@@ -301,20 +315,30 @@ def coco(dataset: Dataset, detections: list[Detections]) -> dict:
     return {"map50": m["map50"], "map50_95": m["map"]}
 
 
-def interleaved_repeats(model, detector, paths, args, batch: int, sahi_batch: int) -> tuple[dict, dict]:
-    """Seconds per repeat for each pipeline, interleaved; plus the last repeat's detections."""
-    seconds: dict[str, list[float]] = {"bare": [], "lanner": [], "sahi": []}
+def interleaved_repeats(fast, detectors: dict, paths, args, batch: int, sahi_batch: int) -> tuple[dict, dict]:
+    """Seconds per repeat for each pipeline, interleaved; plus the last repeat's detections.
+
+    ``detectors``: SAHI wrappers by pipeline name (``sahi``: the model as trained, ``sahi_fast``:
+    lanner's inference copy).
+    """
+    seconds: dict[str, list[float]] = {"bare": [], "lanner": [], **{name: [] for name in detectors}}
     bare_model_s: list[float] = []
     last: dict = {}
     for r in range(args.repeats):
-        s, parts = timed(lambda: run_bare(model, paths, args, batch))
+        with score_floor(fast, args.score_threshold):  # as lanner's own pipeline does
+            s, parts = timed(lambda: run_bare(fast, paths, args, batch))
         seconds["bare"].append(s)
         bare_model_s.append(parts["model_s"])
-        s, last["lanner"] = timed(lambda: run_lanner(model, paths, args, batch))
+        s, last["lanner"] = timed(lambda: run_lanner(fast, paths, args, batch))
         seconds["lanner"].append(s)
-        last["sahi_durations"] = {}
-        s, last["sahi"] = timed(lambda: run_sahi(detector, paths, args, sahi_batch, last["sahi_durations"]))
-        seconds["sahi"].append(s)
+        for name, detector in detectors.items():
+            last[f"{name}_durations"] = {}
+            floor = args.score_threshold if name == "sahi_fast" else 0.0  # everything lanner does
+            with score_floor(detector.model, floor):
+                s, last[name] = timed(
+                    lambda d=detector, n=name: run_sahi(d, paths, args, sahi_batch, last[f"{n}_durations"])
+                )
+            seconds[name].append(s)
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in seconds.items()))
     seconds["bare_model_only"] = bare_model_s
     return seconds, last
@@ -343,7 +367,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--images", type=int, default=None, help="first N images of the split (default all)")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=None, help="lanner/bare (default choose_batch_size)")
+    p.add_argument("--batch-size", type=int, default=None, help="lanner/bare (default: lanner predict's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="32", help="lanner's inference precision: 32, bf16, 16-mixed")
     p.add_argument("--sahi-batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4, 8])
     p.add_argument("--score-threshold", type=float, default=0.01, help="kept by all (model floor 0.01)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
@@ -360,15 +386,19 @@ def machine() -> dict:
         "load_avg_at_start": [round(v, 2) for v in os.getloadavg()],
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "gpu": "not measured (no GPU on this machine)",
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none on this machine",
     }
 
 
-def sanity(model, detector, dataset: Dataset, args) -> dict:
-    first = dataset.records[0]
+def sanity(model, fast, detectors: dict, dataset: Dataset, args) -> dict:
+    first = Path(dataset.records[0].path)
+    w, h = dataset.records[0].width, dataset.records[0].height
     return {
-        "same_windows": check_windows(first.width, first.height, args.tile, args.overlap),
-        "one_tile_sahi_vs_model": check_one_tile(model, detector, Path(first.path), args.tile, args.overlap),
+        "same_windows": check_windows(w, h, args.tile, args.overlap),
+        "one_tile_sahi_vs_model": check_one_tile(model, detectors["sahi"], first, args.tile, args.overlap),
+        "one_tile_sahi_vs_inference_copy": check_one_tile(
+            fast, detectors["sahi_fast"], first, args.tile, args.overlap
+        ),
     }
 
 
@@ -378,29 +408,43 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     import sahi
 
+    from lanner.models.inference import inference_model
+    from lanner.tasks.detect_tiled import tile_batch_size
+
     model, classes, model_info = load_detector(args.run, args.tile)
+    model = model.to(args.device)
+    fast = inference_model(model, args.device, args.precision)
     dataset, split_rule = evaluation_set(args.data, args.split, args.images)
     paths = [Path(r.path) for r in dataset.records]
     megapixels = sum(r.width * r.height for r in dataset.records) / 1e6
-    detector = sahi_model(model, classes or list(dataset.classes), args.score_threshold)
+    names = classes or list(dataset.classes)
+    detectors = {
+        "sahi": sahi_model(model, names, args.score_threshold, args.device),
+        "sahi_fast": sahi_model(fast, names, args.score_threshold, args.device),
+    }
     info = {"machine": machine(), "model": model_info, "sahi": sahi.__version__}
 
-    checks = sanity(model, detector, dataset, args)
+    checks = sanity(model, fast, detectors, dataset, args)
     print("sanity:", json.dumps(checks))
-    batch = args.batch_size or choose_batch_size(model, args.tile, "cpu")
-    sahi_batch, sahi_sweep = best_sahi_batch(detector, paths, args)
+    batch = args.batch_size or tile_batch_size(fast, args.tile, torch.device(args.device))
+    sahi_batch, sahi_sweep = best_sahi_batch(detectors["sahi"], paths, args)
     print(f"batch size lanner/bare {batch}; SAHI per batch size (1 image): {sahi_sweep} -> {sahi_batch}")
 
-    seconds, last = interleaved_repeats(model, detector, paths, args, batch, sahi_batch)
-    nms_s, lanner_nms = timed(lambda: run_lanner(model, paths, args, batch, merge="nms"))
+    seconds, last = interleaved_repeats(fast, detectors, paths, args, batch, sahi_batch)
+    nms_s, lanner_nms = timed(lambda: run_lanner(fast, paths, args, batch, merge="nms"))
     timing = summarise(seconds, megapixels)
     timing["lanner_nms_once"] = {"seconds": round(nms_s, 3), "megapixels_per_s": round(megapixels / nms_s, 3)}
-    tiles_per_image = len(
-        tile_windows(dataset.records[0].width, dataset.records[0].height, args.tile, args.overlap)
-    )
+    first = dataset.records[0]
+    tiles_per_image = len(tile_windows(first.width, first.height, args.tile, args.overlap))
+
+    def ratio(a: str, b: str, key: str = "seconds_best") -> float:
+        return round(timing[a][key] / timing[b][key], 3)
+
     result = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         **info,
+        "device": args.device,
+        "precision": args.precision,
         "data": str(args.data),
         "split": args.split,
         "records": split_rule,
@@ -413,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
         "score_threshold": args.score_threshold,
         "merge": f"greedy NMM, IoS {MERGE_THRESHOLD}",
         "batch_size_lanner_bare": batch,
-        "batch_size_from": "--batch-size" if args.batch_size else "choose_batch_size",
+        "batch_size_from": "--batch-size" if args.batch_size else "tile_batch_size (lanner predict's choice)",
         "sahi_batch_sweep_s_first_image": sahi_sweep,
         "sahi_batch_size": sahi_batch,
         "sahi_torchvision_batches_natively": sahi_batches_natively(),
@@ -423,20 +467,16 @@ def main(argv: list[str] | None = None) -> dict:
         "sanity": {**checks, "lanner_vs_sahi_first_image": agreement(last["lanner"][0], last["sahi"][0])},
         "timing": timing,
         "ratios": {
-            "lanner_over_bare_time": round(
-                timing["lanner"]["seconds_best"] / timing["bare"]["seconds_best"], 3
-            ),
-            "lanner_over_bare_model_only_time": round(
-                timing["lanner"]["seconds_best"] / timing["bare_model_only"]["seconds_best"], 3
-            ),
-            "lanner_over_sahi_throughput": round(
-                timing["lanner"]["megapixels_per_s"] / timing["sahi"]["megapixels_per_s"], 3
-            ),
+            "lanner_over_bare_time": ratio("lanner", "bare"),
+            "lanner_over_bare_model_only_time": ratio("lanner", "bare_model_only"),
+            "lanner_over_sahi_throughput": ratio("lanner", "sahi", "megapixels_per_s"),
+            "lanner_over_sahi_fast_throughput": ratio("lanner", "sahi_fast", "megapixels_per_s"),
         },
         "map": {
             "lanner_nmm": coco(dataset, last["lanner"]),
             "lanner_nms": coco(dataset, lanner_nms),
             "sahi_greedynmm": coco(dataset, last["sahi"]),
+            "sahi_fast_greedynmm": coco(dataset, last["sahi_fast"]),
         },
         "load_avg_at_end": [round(v, 2) for v in os.getloadavg()],
     }
@@ -454,19 +494,26 @@ def _fmt(v) -> str:
 
 def markdown(r: dict) -> str:
     t, ratios, m = r["timing"], r["ratios"], r["map"]
+    sahi = f"SAHI {r['sahi']} `get_sliced_prediction` (GREEDYNMM)"
     rows = [
         ("lanner `predict_tiled` (NMM)", t["lanner"], m["lanner_nmm"]),
-        (f"SAHI {r['sahi']} `get_sliced_prediction` (GREEDYNMM)", t["sahi"], m["sahi_greedynmm"]),
-        ("bare model loop (no merge)", t["bare"], None),
+        (f"{sahi}, model as trained", t["sahi"], m["sahi_greedynmm"]),
+        (f"{sahi}, lanner's inference copy", t["sahi_fast"], m["sahi_fast_greedynmm"]),
+        ("bare model loop (no merge), lanner's inference copy", t["bare"], None),
     ]
+    where = (
+        f"GPU {r['machine']['gpu']}"
+        if r["device"].startswith("cuda")
+        else f"CPU only ({r['machine']['cores']} cores, {r['machine']['torch_threads']} torch threads)"
+    )
     lines = [
         "## Tiled prediction: lanner vs SAHI vs a bare model loop",
         "",
         f"{r['images']} images ({r['megapixels']:.1f} MP in all, {r['tiles_first_image']} tiles each), "
         f"tile {r['tile']} px, overlap {r['overlap']:g} ({r['overlap_px']} px), model {r['model']['model']} "
         f"at {r['model']['image_size']} px, scores >= {r['score_threshold']:g} kept, merge {r['merge']}. "
-        f"CPU only ({r['machine']['cores']} cores, {r['machine']['torch_threads']} torch threads); "
-        f"GPU figures are not measured. Best of {r['repeats']} interleaved repeats.",
+        f"{where}, lanner's inference precision {r['precision']}. "
+        f"Best of {r['repeats']} interleaved repeats.",
         "",
         "| pipeline | seconds (best) | MP/s | mAP@.5 | mAP@[.5:.95] |",
         "|---|---:|---:|---:|---:|",
@@ -482,7 +529,9 @@ def markdown(r: dict) -> str:
         "",
         f"- lanner / bare time: **{ratios['lanner_over_bare_time']:.2f}x** (target <= 1.15x); "
         f"against the bare loop's model calls alone: {ratios['lanner_over_bare_model_only_time']:.2f}x",
-        f"- lanner / SAHI throughput: **{ratios['lanner_over_sahi_throughput']:.2f}x** (target >= 1.5x)",
+        f"- lanner / SAHI throughput: **{ratios['lanner_over_sahi_throughput']:.2f}x** (target >= 1.5x); "
+        f"against SAHI handed lanner's inference copy of the model: "
+        f"{ratios['lanner_over_sahi_fast_throughput']:.2f}x",
         f"- batch size: lanner and bare {r['batch_size_lanner_bare']} (`{r['batch_size_from']}`); SAHI "
         f"{r['sahi_batch_size']}, the fastest of {r['sahi_batch_sweep_s_first_image']} (s on one image)"
         + (
@@ -494,7 +543,8 @@ def markdown(r: dict) -> str:
         "with autograd on); its switch to NMS/IoU below score 0.1 is turned off (`force_postprocess_type`)",
         f"- checks: same windows as SAHI {r['sanity']['same_windows']}; one tile through SAHI's wrapper "
         f"vs the model: same labels {r['sanity']['one_tile_sahi_vs_model']['same_labels']}, max box "
-        f"difference {r['sanity']['one_tile_sahi_vs_model']['max_box_diff_px']:.1e} px",
+        f"difference {r['sanity']['one_tile_sahi_vs_model']['max_box_diff_px']:.1e} px; the same with "
+        f"the inference copy: same labels {r['sanity']['one_tile_sahi_vs_inference_copy']['same_labels']}",
         "",
         "```",
         r["command"],

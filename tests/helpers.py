@@ -31,3 +31,26 @@ def write_digit_folders(
             folder.mkdir(parents=True, exist_ok=True)
             img.save(folder / f"{n:03d}.png")
     return root
+
+
+def save_untrained_detector(run: Path, meta: dict, model_name: str = "fcos_test_resnet") -> Path:
+    """A run directory holding an untrained detector checkpoint, as training would save it."""
+    import torch
+
+    from lanner.config import make_config
+    from lanner.engine.checkpoint import save_checkpoint
+    from lanner.tasks.detect_setup import build_detector_from_meta
+
+    torch.manual_seed(0)
+    model = build_detector_from_meta(model_name, meta)
+    config = make_config({"data": "unused", "task": "detect", "model": model_name, "score_threshold": 0.0})
+    save_checkpoint(
+        run / "checkpoints" / "best.ckpt",
+        {
+            "config": config.model_dump(mode="json"),
+            "model_name": model_name,
+            "meta": meta,
+            "state_dict": model.state_dict(),
+        },
+    )
+    return run

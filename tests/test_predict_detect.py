@@ -8,39 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import save_untrained_detector
 from PIL import Image
 
-from lanner.config import make_config
 from lanner.data.formats import read_dataset
-from lanner.engine.checkpoint import save_checkpoint
 from lanner.eval.detection import Detections
 from lanner.models.loading import load_run
 from lanner.predict.detect import FORMATS, WRITERS, predict_detection_files, render_image
-from lanner.tasks.detect_setup import build_detector_from_meta
 
 META = {"task": "detect", "classes": ["rbc", "wbc"], "image_size": 64, "score_threshold": 0.0}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    """A run directory holding an (untrained) detector checkpoint, as training would save it."""
-    run = tmp_path_factory.mktemp("runs") / "det"
-    torch.manual_seed(0)
-    model = build_detector_from_meta("fcos_test_resnet", META)
-    config = make_config(
-        {"data": "unused", "task": "detect", "model": "fcos_test_resnet", "score_threshold": 0.0}
-    )
-    save_checkpoint(
-        run / "checkpoints" / "best.ckpt",
-        {
-            "config": config.model_dump(mode="json"),
-            "model_name": "fcos_test_resnet",
-            "meta": META,
-            "state_dict": model.state_dict(),
-        },
-    )
-    return run
+    return save_untrained_detector(tmp_path_factory.mktemp("runs") / "det", META)
 
 
 @pytest.fixture(scope="module")

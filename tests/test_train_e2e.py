@@ -42,7 +42,9 @@ def test_train_eval_predict_through_the_cli(digits, tmp_path):
     )
     # 16 images per class, 20% of each class drawn for validation -> 13 x 3 = 39 training images.
     assert "epoch = 39 images = 5 steps of batch 8" in out.stdout
-    assert "device cpu, precision 32" in out.stdout and f"run directory: {run}" in out.stdout
+    # device auto: the GPU and bf16 where there is one (seen on an H100), else the CPU in float32.
+    expected = "device cuda, precision bf16" if torch.cuda.is_available() else "device cpu, precision 32"
+    assert expected in out.stdout and f"run directory: {run}" in out.stdout
     for name in (
         "config.yaml",
         "history.csv",

@@ -234,7 +234,10 @@ def evaluate(
     report: bool = True,
     **detect_options,
 ) -> dict:
-    """Metrics of a run; detection runs take ``tile=N``, ``overlap=F`` (``tile=0``: whole images)."""
+    """Metrics of a run; ``device``/``precision`` in ``detect_options`` too (see ``load_for_inference``).
+
+    Detection runs take ``tile=N``, ``overlap=F`` (``tile=0``: whole images).
+    """
     from lanner.eval.evaluate import evaluate_run
 
     metrics = evaluate_run(Path(run), data, split, _console(console), **detect_options)

@@ -257,6 +257,8 @@ OverlapOpt = Annotated[float | None, Opt(help="detection: tile overlap, fraction
 NoTileOpt = Annotated[bool, Opt("--no-tile", help="detection: run on whole images (downscaled), no tiling")]
 MergeOpt = Annotated[str | None, Opt(help="detection: merge tiles with nms, nmm or wbf")]
 MergeThresholdOpt = Annotated[float | None, Opt(help="detection: overlap above which boxes merge")]
+DeviceOpt = Annotated[str, Opt(help="auto (CUDA when available), cpu, cuda, cuda:N")]
+InferencePrecisionOpt = Annotated[str, Opt(help="auto (bf16 on a GPU, 32 on a CPU), 32, bf16, 16-mixed")]
 FullImagePassOpt = Annotated[
     bool | None,
     Opt("--full-image-pass/--no-full-image-pass", help="detection: add a downscaled whole-image pass"),
@@ -275,6 +277,8 @@ def eval_(
     merge: MergeOpt = None,
     merge_threshold: MergeThresholdOpt = None,
     full_image_pass: FullImagePassOpt = None,
+    device: DeviceOpt = "auto",
+    precision: InferencePrecisionOpt = "auto",
 ) -> None:
     """Metrics of a run on a split: per-class report, confusion matrix, mAP for detectors."""
     api.evaluate(
@@ -283,6 +287,8 @@ def eval_(
         split,
         console,
         report=not no_report,
+        device=device,
+        precision=precision,
         **_tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass),
     )
 
@@ -312,11 +318,13 @@ def predict(
     merge: MergeOpt = None,
     merge_threshold: MergeThresholdOpt = None,
     full_image_pass: FullImagePassOpt = None,
+    device: DeviceOpt = "auto",
+    precision: InferencePrecisionOpt = "auto",
 ) -> None:
     """Predict images with a trained run; preprocessing and classes come from the checkpoint."""
     detection = {k: v for k, v in {"format": format, "render": render}.items() if v is not None}
     detection |= _tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass)
-    api.predict(run, images, out, topk=topk, console=console, **detection)
+    api.predict(run, images, out, topk=topk, console=console, device=device, precision=precision, **detection)
 
 
 @app.command()

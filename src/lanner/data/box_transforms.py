@@ -167,8 +167,8 @@ def colour_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch
     """Per-image brightness, contrast and saturation in [1 - strength, 1 + strength]; x [B, 3, H, W] 0..1."""
     b = x.shape[0]
 
-    def factor() -> torch.Tensor:
-        return 1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * strength
+    def factor() -> torch.Tensor:  # drawn on the CPU (same numbers on any device), used on x's
+        return (1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * strength).to(x.device)
 
     grey = x.mean(dim=1, keepdim=True)  # [B, 1, H, W]
     x = grey + (x - grey) * factor()
@@ -185,17 +185,19 @@ def augment_detection_batch(
     hflip: bool,
     min_visibility: float,
     g: torch.Generator,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, list[BoxTargets]]:
-    """Cached canvases [B, S, S, 3] uint8 + canvas targets -> augmented [B, 3, S, S] floats 0..1 + targets."""
-    x = to_float(images_u8)  # [B, 3, S, S]
+    """Cached canvases [B, S, S, 3] uint8 + canvas targets -> augmented [B, 3, S, S] floats 0..1 on
+    ``device`` + targets. Random numbers come from ``g`` on the CPU, the pixel work runs on ``device``."""
+    x = to_float(images_u8, device)  # [B, 3, S, S]
     b, side = x.shape[0], x.shape[-1]
     setting = AUGMENT_PRESETS[preset]
     if setting is not None:
         zoom, jitter = setting
         windows = random_zoom_windows(b, side, zoom, g)  # [B, 4]
-        rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], windows], dim=1)
+        rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], windows], dim=1).to(x.device)
         # roi_align pads outside the canvas with 0: shift by the fill colour so padding stays mean grey.
-        fill = torch.tensor(FILL, dtype=torch.float32).view(1, 3, 1, 1) / 255.0
+        fill = torch.tensor(FILL, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) / 255.0
         x = (
             roi_align(x - fill, rois, output_size=side, spatial_scale=1.0, sampling_ratio=2, aligned=True)
             + fill
@@ -207,6 +209,6 @@ def augment_detection_batch(
             x = colour_jitter(x, jitter, g)
     if hflip:
         flip = torch.rand(b, generator=g) < 0.5  # [B] bool
-        x[flip] = x[flip].flip(-1)
+        x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
         targets = [hflip_targets(t, side) if f else t for t, f in zip(targets, flip.tolist(), strict=True)]
     return x, targets

@@ -10,8 +10,15 @@ from rich.console import Console
 
 from lanner.data.records import Dataset, canonical_split
 from lanner.errors import DataError
-from lanner.models.loading import LoadedRun, load_run
+from lanner.models.loading import LoadedRun, load_for_inference
 from lanner.tasks.classify import Preprocessing, eval_batch
+
+
+def describe_inference(loaded: LoadedRun) -> str:
+    return (
+        f"inference on {loaded.device}, precision {loaded.precision} "
+        "(BatchNorm folded into convolutions, channels-last)"
+    )
 
 
 def default_split(dataset: Dataset) -> str | None:
@@ -69,7 +76,7 @@ def _classify_cached(loaded: LoadedRun, dataset: Dataset, console: Console):
     probs = []
     for start in range(0, len(idx), 64):
         chunk = idx[start : start + 64]
-        probs.append(loaded.model(eval_batch(images[chunk], prep)).float().softmax(1))
+        probs.append(loaded.model(eval_batch(images[chunk], prep, loaded.device)).float().softmax(1).cpu())
     return idx, torch.cat(probs)
 
 
@@ -104,10 +111,17 @@ def evaluate_classification(loaded: LoadedRun, run_dir: Path, data, split, conso
 
 
 def evaluate_run(
-    run_dir: Path, data: str | None, split: str | None, console: Console, **detect_options
+    run_dir: Path,
+    data: str | None,
+    split: str | None,
+    console: Console,
+    device: str = "auto",
+    precision: str = "auto",
+    **detect_options,
 ) -> dict:
     """Evaluate a run; ``detect_options`` (tile, overlap) override a detection run's tiling."""
-    loaded = load_run(run_dir)
+    loaded = load_for_inference(run_dir, device, precision)
+    console.print(describe_inference(loaded))
     if loaded.meta["task"] == "detect":
         from lanner.tasks.detect_setup import evaluate_detection_run
 

@@ -18,6 +18,8 @@ class LoadedRun:
     meta: dict  # task, classes, preprocessing
     config: TrainConfig
     checkpoint: Path
+    device: torch.device = torch.device("cpu")
+    precision: str = "32"  # autocast for inference: 32, bf16 or 16-mixed
 
     @property
     def classes(self) -> list[str]:
@@ -38,4 +40,21 @@ def load_run(run: str | Path, which: str = "best", device: torch.device | str = 
 
         model = build_classifier(name, len(meta["classes"]))[0]
     model.load_state_dict(ckpt["state_dict"])
-    return LoadedRun(model.to(device).eval(), meta, config, path)
+    return LoadedRun(model.to(device).eval(), meta, config, path, torch.device(device))
+
+
+def load_for_inference(
+    run: str | Path, device: str = "auto", precision: str = "auto", which: str = "best"
+) -> LoadedRun:
+    """``load_run`` on the chosen device, its model made fast for eval/predict (:mod:`.inference`).
+
+    ``device``: auto (CUDA when available), cpu, cuda, cuda:N; ``precision``: auto (bf16 on a GPU
+    that has it, else float16 autocast; float32 on a CPU), 32, bf16, 16-mixed.
+    """
+    from lanner.models.inference import inference_model, resolve_inference
+
+    chosen, precision = resolve_inference(device, precision)
+    loaded = load_run(run, which, chosen)
+    loaded.model = inference_model(loaded.model, chosen, precision, inplace=True)
+    loaded.precision = precision
+    return loaded

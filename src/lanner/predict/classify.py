@@ -15,7 +15,7 @@ from lanner._io import write_text
 from lanner.data.cache import preprocess
 from lanner.data.images import is_image_file
 from lanner.errors import DataError
-from lanner.models.loading import load_run
+from lanner.models.loading import load_for_inference
 from lanner.tasks.classify import Preprocessing, eval_batch
 
 
@@ -50,7 +50,7 @@ def classify_paths(model, prep: Preprocessing, paths: list[Path], batch_size: in
                 errors[p] = str(e)
         probs = {}
         if arrays:
-            logits = model(eval_batch(np.stack(arrays), prep).to(device)).float().cpu()
+            logits = model(eval_batch(np.stack(arrays), prep, device)).float().cpu()
             probs = dict(zip(good, logits.softmax(1), strict=True))
         for p in chunk:
             yield p, probs.get(p), errors.get(p)
@@ -64,10 +64,15 @@ def predict_files(
     topk: int = 5,
     console: Console | None = None,
     batch_size: int = 32,
+    device: str = "auto",
+    precision: str = "auto",
     **detect_options,
 ) -> list[dict]:
+    from lanner.eval.evaluate import describe_inference
+
     console = console or Console()
-    loaded = load_run(run)
+    loaded = load_for_inference(run, device, precision)
+    console.print(describe_inference(loaded))
     if loaded.meta["task"] != "classify":
         from lanner.predict.detect import predict_detection_files
 
@@ -76,7 +81,8 @@ def predict_files(
     classes = loaded.classes
     k = min(topk, len(classes))
     rows = []
-    for path, probs, error in classify_paths(loaded.model, prep, expand_inputs(inputs), batch_size):
+    paths = expand_inputs(inputs)
+    for path, probs, error in classify_paths(loaded.model, prep, paths, batch_size, loaded.device):
         if probs is None:
             console.print(f"[yellow]skipped[/] {error}")
             rows.append({"path": str(path), "label": "", "score": "", "topk": "", "error": error})

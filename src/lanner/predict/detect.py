@@ -24,6 +24,7 @@ from lanner.errors import ConfigError, DataError
 from lanner.eval.detection import Detections
 from lanner.models.loading import LoadedRun
 from lanner.predict.classify import expand_inputs
+from lanner.predict.tiled import score_floor
 from lanner.tasks.detect import detect_canvases
 
 FORMATS = ("coco", "csv", "labelme", "yolo")
@@ -64,14 +65,21 @@ def _letterboxed_batches(paths: list[Path], size: int, batch_size: int) -> Itera
 
 
 def detect_files(
-    loaded: LoadedRun, paths: list[Path], batch_size: int = 8, tiling=None
+    loaded: LoadedRun, paths: list[Path], batch_size: int = 8, tiling=None, score_threshold: float = 0.001
 ) -> Iterator[tuple[Path, tuple, object]]:
-    """Yield (path, (width, height), Detections in full-image pixels) or (path, None, error message)."""
-    if tiling is not None:
-        yield from _detect_files_tiled(loaded, paths, tiling)
-        return
+    """Yield (path, (width, height), Detections in full-image pixels) or (path, None, error message).
+
+    Only boxes scoring ``score_threshold`` or more are wanted: the model drops the rest itself.
+    """
+    with score_floor(loaded.model, score_threshold):
+        if tiling is not None:
+            yield from _detect_files_tiled(loaded, paths, tiling, score_threshold)
+        else:
+            yield from _detect_files_whole(loaded, paths, batch_size)
+
+
+def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int) -> Iterator[tuple]:
     size = int(loaded.meta["image_size"])
-    device = next(loaded.model.parameters()).device
     for good, items, errors in _letterboxed_batches(paths, size, batch_size):
         for p, message in errors.items():
             yield p, None, message
@@ -80,22 +88,24 @@ def detect_files(
         canvases = np.stack([c for c, _ in items])  # [B, S, S, 3] uint8
         sizes = np.array([wh for _, wh in items])  # [B, 2] original (width, height)
         for p, wh, det in zip(
-            good, sizes, detect_canvases(loaded.model, canvases, sizes, device), strict=True
+            good, sizes, detect_canvases(loaded.model, canvases, sizes, loaded.device), strict=True
         ):
             yield p, (int(wh[0]), int(wh[1])), det
 
 
-def _detect_files_tiled(loaded: LoadedRun, paths: list[Path], tiling) -> Iterator[tuple[Path, tuple, object]]:
+def _detect_files_tiled(
+    loaded: LoadedRun, paths: list[Path], tiling, score_threshold: float
+) -> Iterator[tuple[Path, tuple, object]]:
     """Tiled inference, one file at a time so a broken file is reported and the rest still run."""
     from lanner.data.images import image_size
     from lanner.data.records import ImageRecord
     from lanner.tasks.detect_tiled import detect_tiled
 
-    device = next(loaded.model.parameters()).device
+    tiling = tiling.for_device(loaded.model, loaded.device)
     for p in paths:
         try:
             size = image_size(p)
-            (det,) = detect_tiled(loaded.model, [ImageRecord(path=p)], tiling, device)
+            (det,) = detect_tiled(loaded.model, [ImageRecord(path=p)], tiling, loaded.device, score_threshold)
         except DataError as e:
             yield p, None, str(e)
             continue
@@ -210,7 +220,7 @@ def predict_detection_files(
     from lanner.tasks.detect_tiled import resolve_tiling
 
     tiling = resolve_tiling(loaded.meta.get("tiling"), tile, **tiling_options)
-    for path, size, det in detect_files(loaded, expand_inputs(inputs), batch_size, tiling):
+    for path, size, det in detect_files(loaded, expand_inputs(inputs), batch_size, tiling, threshold):
         if size is None:
             console.print(f"[yellow]skipped[/] {det}")
             rows.append({"path": str(path), "error": det})

@@ -51,10 +51,14 @@ class Preprocessing:
         return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]))
 
 
-def to_float(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """[B, H, W, 3] uint8 -> [B, 3, H, W] float in 0..1."""
+def to_float(images_u8: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[B, H, W, 3] uint8 -> [B, 3, H, W] float in 0..1 on ``device``.
+
+    The uint8 batch travels (4x fewer bytes than floats) and converts there, so on a GPU the
+    conversion and the augmentation after it run on the GPU, not on the training process's CPU.
+    """
     t = torch.as_tensor(np.ascontiguousarray(images_u8)) if isinstance(images_u8, np.ndarray) else images_u8
-    return t.permute(0, 3, 1, 2).float().div_(255.0)
+    return t.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -64,14 +68,14 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def normalise(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    mean = torch.tensor(prep.mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(prep.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
-def eval_batch(images_u8, prep: Preprocessing) -> torch.Tensor:
-    """Cached squares [B, S', S', 3] uint8 -> normalised centre crops [B, 3, S, S]."""
-    return normalise(centre_crop(to_float(images_u8), prep.image_size), prep)
+def eval_batch(images_u8, prep: Preprocessing, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Cached squares [B, S', S', 3] uint8 -> normalised centre crops [B, 3, S, S] on ``device``."""
+    return normalise(centre_crop(to_float(images_u8, device), prep.image_size), prep)
 
 
 def random_resized_crop_boxes(
@@ -89,27 +93,31 @@ def random_resized_crop_boxes(
 
 
 def augment_batch(
-    images_u8, prep: Preprocessing, preset: str, hflip: bool, g: torch.Generator
+    images_u8, prep: Preprocessing, preset: str, hflip: bool, g: torch.Generator, device="cpu"
 ) -> torch.Tensor:
-    """Cached squares [B, S', S', 3] uint8 -> augmented, normalised [B, 3, S, S] float."""
+    """Cached squares [B, S', S', 3] uint8 -> augmented, normalised [B, 3, S, S] float on ``device``.
+
+    Random numbers come from ``g`` on the CPU whatever the device, so a batch is the same batch on
+    any device; the pixel work runs on ``device``.
+    """
     setting = AUGMENT_PRESETS[preset]
-    x = to_float(images_u8)  # [B, 3, S', S']
+    x = to_float(images_u8, device)  # [B, 3, S', S']
     if setting is None:
         x = centre_crop(x, prep.image_size)
     else:
         scale, jitter = setting
         b, side = x.shape[0], x.shape[-1]
         boxes = random_resized_crop_boxes(b, side, scale, g)
-        rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes], dim=1)
+        rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
         x = roi_align(x, rois, output_size=prep.image_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
         if jitter > 0:
-            brightness = 1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter
-            contrast = 1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter
+            brightness = (1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter).to(x.device)
+            contrast = (1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter).to(x.device)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = ((x - mean) * contrast + mean) * brightness
             x = x.clamp_(0, 1)
     if hflip:
-        flip = torch.rand(x.shape[0], generator=g) < 0.5
+        flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)
         x[flip] = x[flip].flip(-1)
     return normalise(x, prep)
 
@@ -192,8 +200,8 @@ class ClassificationTask:
                 continue
             sorted_idx = np.sort(order[start:stop])  # sequential reads from the memmap
             g = batch_generator(self.seed, epoch, b)
-            x = augment_batch(self.images[sorted_idx], self.prep, self.augment, self.hflip, g)
-            yield x.to(self.device, non_blocking=True), self.labels[sorted_idx].to(self.device)
+            x = augment_batch(self.images[sorted_idx], self.prep, self.augment, self.hflip, g, self.device)
+            yield x, self.labels[sorted_idx].to(self.device)
 
     def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
         x, y = batch
@@ -205,7 +213,7 @@ class ClassificationTask:
         out = []
         for start in range(0, len(idx), bs):
             chunk = idx[start : start + bs]
-            out.append(model(eval_batch(self.images[chunk], self.prep).to(self.device)).float().cpu())
+            out.append(model(eval_batch(self.images[chunk], self.prep, self.device)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def validate(self, model) -> dict[str, float]:

@@ -63,7 +63,7 @@ def detect_canvases(
     side = canvases.shape[1]
     out: list[Detections] = []
     for start in range(0, len(canvases), batch_size):
-        x = to_float(canvases[start : start + batch_size]).to(device)  # [B, 3, S, S]
+        x = to_float(canvases[start : start + batch_size], device)  # [B, 3, S, S]
         for output, (w, h) in zip(model(list(x)), sizes[start : start + batch_size], strict=True):
             out.append(to_detections(output, side / max(w, h), int(w), int(h), offset))
     return out
@@ -142,8 +142,9 @@ class DetectionTask:
                 hflip=self.hflip,
                 min_visibility=self.min_visibility,
                 g=batch_generator(self.seed, epoch, b),
+                device=self.device,
             )
-            yield list(x.to(self.device)), to_model_targets(targets, self.label_offset, self.device)
+            yield list(x), to_model_targets(targets, self.label_offset, self.device)
 
     def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
         images, targets = batch
@@ -158,7 +159,7 @@ class DetectionTask:
         try:
             for start in range(0, len(self.val_idx), EVAL_BATCH):
                 idx = self.val_idx[start : start + EVAL_BATCH]
-                x = list(to_float(self.cache.images[idx]).to(self.device))
+                x = list(to_float(self.cache.images[idx], self.device))
                 targets = to_model_targets([self.targets[i] for i in idx], self.label_offset, self.device)
                 total += float(sum(model(x, targets).values())) * len(idx)
                 n += len(idx)

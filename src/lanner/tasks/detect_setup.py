@@ -223,11 +223,12 @@ def predict_dataset(
     if tiling is not None:
         from lanner.tasks.detect_tiled import detect_tiled
 
-        device = next(loaded.model.parameters()).device
+        tiling = tiling.for_device(loaded.model, loaded.device)
         console.print(
-            f"tiled inference: {tiling.tile} px tiles, overlap {tiling.overlap:g}, merge {tiling.merge}"
+            f"tiled inference: {tiling.tile} px tiles, overlap {tiling.overlap:g}, merge {tiling.merge}, "
+            f"{tiling.batch_size} tiles per batch"
         )
-        return dataset, detect_tiled(loaded.model, dataset.records, tiling, device)
+        return dataset, detect_tiled(loaded.model, dataset.records, tiling, loaded.device)
     config = loaded.config
     cache = cache_dataset(
         dataset,
@@ -237,8 +238,7 @@ def predict_dataset(
         console,
     )
     ok = np.flatnonzero(cache.ok)
-    device = next(loaded.model.parameters()).device
-    detections = detect_canvases(loaded.model, cache.images[ok], cache.sizes[ok], device)
+    detections = detect_canvases(loaded.model, cache.images[ok], cache.sizes[ok], loaded.device)
     kept = Dataset(
         dataset.classes,
         [dataset.records[i] for i in ok],

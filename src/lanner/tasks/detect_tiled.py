@@ -10,7 +10,7 @@ score boxes in full-image pixels against the original annotations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from lanner.errors import ConfigError, DataError
 from lanner.eval.detection import Detections, evaluate_detections
 from lanner.tasks.detect import DetectionTask, nan_if_none
 
+CPU_TILE_BATCH = 4
+
 
 @dataclass(frozen=True)
 class Tiling:
@@ -38,7 +40,8 @@ class Tiling:
     merge: str = "nms"
     merge_threshold: float = 0.5
     metric: str = "ios"  # overlap measure for merging: iou or ios (intersection over the smaller box)
-    batch_size: int = 4  # tiles per model call; small batches are fastest on a CPU (benchmarks/)
+    # Tiles per model call: a property of the device, not of the run (None: see for_device).
+    batch_size: int | None = None
     full_image_pass: bool = False  # also run the whole image downscaled, for objects larger than a tile
 
     def to_dict(self) -> dict:
@@ -46,7 +49,24 @@ class Tiling:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Tiling | None:
-        return cls(**d) if d else None
+        # A saved batch size (older runs) described the training machine, not this one: dropped.
+        return cls(**{k: v for k, v in d.items() if k != "batch_size"}) if d else None
+
+    def for_device(self, model: nn.Module, device: torch.device) -> Tiling:
+        """This tiling with its batch size set for ``device`` (kept when given)."""
+        if self.batch_size is not None:
+            return self
+        return replace(self, batch_size=tile_batch_size(model, self.tile, device))
+
+
+def tile_batch_size(model: nn.Module, tile: int, device: torch.device) -> int:
+    """Tiles per model call: 4 on a CPU, where batches beyond 4 gain nothing (benchmarks/tiled_vs_sahi.py);
+    on a GPU the fastest per tile of 8..64, timed once on random tiles."""
+    if device.type != "cuda":
+        return CPU_TILE_BATCH
+    from lanner.predict.tiled import choose_batch_size
+
+    return choose_batch_size(model, tile, device, candidates=(8, 16, 32, 64))
 
 
 def resolve_tiling(saved: dict | None, tile: int | None = None, **overrides) -> Tiling | None:
@@ -132,7 +152,7 @@ def detect_tiled(
         stream = predict_tiled(
             model,
             [r.path for r in records],
-            **tiling.to_dict(),
+            **tiling.for_device(model, device).to_dict(),
             device=device,
             score_threshold=score_threshold,
         )
@@ -167,6 +187,8 @@ class TiledDetectionTask(DetectionTask):
     def validate(self, model) -> dict[str, float]:
         if not self.full_val.records:
             return {}
+        # The batch size is chosen once (a timed search on a GPU), not every epoch.
+        self.tiling = self.tiling.for_device(model, self.device)
         detections = detect_tiled(model, self.full_val.records, self.tiling, self.device)
         metrics = evaluate_detections(self.full_val, detections, score_threshold=self.score_threshold)
         return {
@@ -176,7 +198,7 @@ class TiledDetectionTask(DetectionTask):
         }
 
     def meta(self) -> dict:
-        return {**super().meta(), "tiling": self.tiling.to_dict()}
+        return {**super().meta(), "tiling": {**self.tiling.to_dict(), "batch_size": None}}
 
 
 def build_tiled_task(
