@@ -52,15 +52,14 @@ def _prepare(config: TrainConfig, run_dir: Path, device, console, fresh: bool):
 
 
 # ------------------------------------------------------------------------------------------ train
-def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
-    """Train a new run; returns its directory (printed at start and end)."""
-    console = _console(console)
+def _set_up(config: TrainConfig, console: Console, kind: str = ""):
+    """Task, run directory, device, precision and the prepared data + model, as training needs them."""
     if config.max_image_pixels is not None:
         from lanner.data.images import set_max_image_pixels
 
         set_max_image_pixels(config.max_image_pixels)
     config = config.model_copy(update={"task": _infer_task(config)})
-    run_dir = new_run_dir(config.run, config.task)
+    run_dir = new_run_dir(config.run, kind + config.task)
     config = config.model_copy(update={"run": str(run_dir)})
     console.print(f"run directory: [bold]{run_dir}[/]")
     torch.manual_seed(config.seed)
@@ -70,6 +69,13 @@ def train(config: TrainConfig, console: Console | None = None, *, evaluate_after
     config = config.model_copy(update={"model": prepared.model_name, "batch_size": prepared.batch_size})
     write_text(run_dir / "config.yaml", config.to_yaml())
     write_json(run_dir / "hardware.json", hardware_info(device, precision))
+    return config, run_dir, device, precision, prepared
+
+
+def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
+    """Train a new run; returns its directory (printed at start and end)."""
+    console = _console(console)
+    config, run_dir, device, precision, prepared = _set_up(config, console)
     spe = prepared.task.steps_per_epoch()
     segments = [first_segment(config, spe)]
     state = TrainState(
@@ -84,6 +90,71 @@ def train(config: TrainConfig, console: Console | None = None, *, evaluate_after
     _print_plan(console, config, prepared, device, precision, segments, state)
     plot_schedule(segments, config.epochs * spe, spe, run_dir / "schedule.png")
     return _fit(config, prepared, optimizer, state, run_dir, device, precision, console, evaluate_after)
+
+
+def lr_find(
+    config: TrainConfig,
+    console: Console | None = None,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+) -> dict:
+    """LR range test on the run's data and model (:mod:`lanner.engine.lr_find`); nothing is kept
+    but ``lr_find.csv``, ``lr_find.json`` and ``lr_find.png`` in the (new) run directory."""
+    from lanner._progress import progress_bar
+    from lanner.engine.lr_find import (
+        cycle_epochs,
+        exponential_lrs,
+        plot_lr_find,
+        range_test,
+        training_step_fn,
+    )
+    from lanner.engine.trainer import autocast_for
+
+    console = _console(console)
+    lrs = exponential_lrs(start_lr, end_lr, steps)  # bad bounds fail before any data is read
+    config, run_dir, device, precision, prepared = _set_up(config, console, kind="lr-find-")
+    model, task = prepared.model, prepared.task
+    for note in prepared.notes:
+        console.print(note)
+    optimizer = build_optimizer(model, config, start_lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    step = training_step_fn(task, model, optimizer, lambda: autocast_for(device, precision), scaler)
+    console.print(
+        f"LR range test: {steps} steps of batch {prepared.batch_size}, LR {start_lr:g} -> {end_lr:g} "
+        f"(exponential), optimizer {config.optimizer}, device {device}, precision {precision}"
+    )
+    model.train()
+    with progress_bar("LR range test", steps, console) as advance_to:
+        result = range_test(
+            step, cycle_epochs(task.train_batches), lrs, on_step=lambda i, lr, loss: advance_to(i + 1)
+        )
+    write_text(run_dir / "lr_find.csv", result.to_csv())
+    summary = {**result.to_dict(), "start_lr": start_lr, "end_lr": end_lr, "optimizer": config.optimizer}
+    write_json(run_dir / "lr_find.json", summary)
+    plot_lr_find(result, run_dir / "lr_find.png")
+    _print_lr_find(console, config, result, run_dir)
+    return summary
+
+
+def _print_lr_find(console: Console, config: TrainConfig, result, run_dir: Path) -> None:
+    stop = "the loss diverged" if result.stop_reason == "diverged" else "end of the range"
+    console.print(
+        f"{len(result.lrs)} steps, stopped at LR {result.lrs[-1]:.3g} ({stop}); "
+        f"lowest smoothed loss {min(result.smoothed):.4f} at LR {result.min_loss_lr:.3g}"
+    )
+    if result.suggestion is None:
+        console.print(
+            "[yellow]the loss never fell: try a wider range (--start-lr / --end-lr) or more --steps[/]"
+        )
+    else:
+        console.print(
+            f"suggested peak LR: [bold]{result.suggestion:.2g}[/] (the loss half way down its fall); "
+            f"conservative: {result.conservative:.2g} (a tenth of the LR at the lowest loss)"
+        )
+        console.print(f"  lanner train {config.data} --lr {result.suggestion:.2g}")
+    console.print(f"curve: {run_dir / 'lr_find.png'}  numbers: {run_dir / 'lr_find.csv'}")
 
 
 def _print_plan(console, config, prepared, device, precision, segments, state) -> None:

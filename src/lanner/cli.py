@@ -145,6 +145,40 @@ def train(
     api.train(cfg, console, evaluate_after=not no_eval)
 
 
+@app.command(name="lr-find")
+def lr_find(
+    data: Annotated[str, typer.Argument(help="dataset folder or annotation file")] = "",
+    task: Annotated[str | None, Opt(help="classify or detect (inferred from the data)")] = None,
+    config: Annotated[Path | None, Opt(help="YAML config (options given here override it)")] = None,
+    run: Annotated[str | None, Opt(help="output directory (default runs/lr-find-<task>-<time>)")] = None,
+    model: Annotated[str | None, Opt()] = None,
+    pretrained: Annotated[str | None, Opt(help="local weights file or a lanner run to start from")] = None,
+    image_size: Annotated[int | None, Opt()] = None,
+    batch_size: Annotated[int | None, Opt()] = None,
+    optimizer: Annotated[str | None, Opt(help="adamw, adam or sgd")] = None,
+    weight_decay: Annotated[float | None, Opt()] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:1")] = None,
+    precision: Annotated[str | None, Opt(help="auto, 32, bf16, 16-mixed")] = None,
+    tile: Annotated[int | None, Opt(help="detection: tile size in pixels for huge images")] = None,
+    overlap: Annotated[float | None, Opt(help="tile overlap: fraction (<1) or pixels")] = None,
+    start_lr: Annotated[float, Opt(help="first LR of the range")] = 1e-7,
+    end_lr: Annotated[float, Opt(help="last LR of the range")] = 10.0,
+    steps: Annotated[int, Opt(help="training steps over the range (stops early on divergence)")] = 100,
+    set_: Annotated[list[str] | None, Opt("--set", help="dotted override, e.g. augment=none")] = None,
+) -> None:
+    """LR range test: train briefly with a rising LR, plot the loss, suggest the LR to train with."""
+    # The parameters named like TrainConfig fields become the config (the rest shape the test).
+    options = {
+        k: v
+        for k, v in locals().items()
+        if k not in ("data", "config", "set_", "start_lr", "end_lr", "steps")
+    }
+    cfg = _config_from_options(config, set_, data=data or None, **options)
+    if not cfg.data:
+        raise typer.BadParameter("give DATA (or `data:` in --config)")
+    api.lr_find(cfg, console, start_lr=start_lr, end_lr=end_lr, steps=steps)
+
+
 @app.command()
 def resume(
     run: Annotated[Path, typer.Argument(help="run directory")],

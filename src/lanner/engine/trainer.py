@@ -77,6 +77,14 @@ class TrainState:
         return cls(**d)
 
 
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context of a precision setting (a no-op context for 32)."""
+    if precision in ("bf16", "16-mixed"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
 def minimise(metric: str) -> bool:
     return "loss" in metric
 
@@ -317,10 +325,7 @@ class Trainer:
             self.console.print(f"epoch {epoch + 1}: backbone unfrozen, training all layers")
 
     def _autocast(self):
-        if self.precision in ("bf16", "16-mixed"):
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast(self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
+        return autocast_for(self.device, self.precision)
 
     @contextlib.contextmanager
     def _progress(self, epoch: int):

@@ -1,0 +1,88 @@
+"""LR range test: the smoothing, the suggestion, divergence on a real model, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_digit_folders
+
+from lanner.engine.lr_find import cycle_epochs, exponential_lrs, range_test, smooth, suggest
+from lanner.errors import ConfigError
+
+
+def test_smoothing_is_a_bias_corrected_moving_average():
+    assert smooth([3.0, 3.0, 3.0], beta=0.9) == pytest.approx([3.0, 3.0, 3.0])
+    # beta 0.5: averages 0 then 1, divided by 1 - 0.5 and 1 - 0.25
+    assert smooth([0.0, 2.0], beta=0.5) == pytest.approx([0.0, 4 / 3])
+
+
+def test_suggestion_is_the_middle_of_the_fall_despite_noise():
+    lrs = np.geomspace(1e-6, 1.0, 121)
+    x = np.log10(lrs)
+    # flat, then a fall centred on 1e-3 (from about 1e-4 to 1e-2), then a blow-up near 1; plus noise
+    loss = 2 - np.tanh(2 * (x + 3)) + np.exp(3 * (x + 0.5))
+    noisy = loss + np.random.default_rng(0).normal(0, 0.02, len(loss))
+    got = suggest(list(lrs), smooth(noisy, beta=0.8))
+    assert 5e-4 < got < 2e-3
+    assert suggest(list(lrs), list(np.linspace(1, 2, 61))) is None  # never falls: no suggestion
+
+
+def test_range_test_on_a_real_regression_stops_when_the_loss_diverges():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=g)
+    y = x @ torch.randn(8, 1, generator=g)
+    model = torch.nn.Linear(8, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def batches(epoch):
+        for i in range(0, 256, 32):
+            yield x[i : i + 32], y[i : i + 32]
+
+    def step(batch, lr):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    lrs = exponential_lrs(1e-5, 100.0, 100)
+    result = range_test(step, cycle_epochs(batches), lrs)
+    assert result.stop_reason == "diverged" and len(result.lrs) < 100
+    assert result.suggestion is not None and 1e-3 < result.suggestion < result.lrs[-1]
+    assert min(result.smoothed) < 0.2 * result.smoothed[0]  # it did learn before blowing up
+    with pytest.raises(ConfigError, match="start-lr"):
+        exponential_lrs(1.0, 0.1, 100)
+
+
+def test_lr_find_cli_writes_the_curve_and_suggests_an_lr(tmp_path):
+    data = write_digit_folders(tmp_path / "digits", per_class=16)
+    out = tmp_path / "lrf"
+    args = ["--model", "test_resnet", "--image-size", "16", "--batch-size", "8", "--steps", "30"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lanner", "lr-find", str(data), "--run", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "lr_find.json").read_text())
+    rows = (out / "lr_find.csv").read_text().splitlines()
+    assert rows[0] == "lr,loss,smoothed_loss" and len(rows) == 1 + summary["steps"]
+    assert (out / "lr_find.png").stat().st_size > 10_000
+    assert not (out / "checkpoints").exists()  # nothing of the throwaway model is kept
+    if summary["suggestion"] is not None:
+        assert f"--lr {summary['suggestion']:.2g}" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "lanner", "lr-find", str(data), "--start-lr", "1", "--end-lr", "0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "need 0 < start < end" in bad.stdout + bad.stderr
