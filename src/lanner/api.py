@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 
 from lanner._io import write_json, write_text
 from lanner.config import TrainConfig, make_config, parse_duration
+from lanner.engine import distributed
 from lanner.engine.checkpoint import find_checkpoint, load_checkpoint
 from lanner.engine.schedules import lr_at, plot_schedule, schedule_table
 from lanner.engine.setup import (
@@ -52,30 +55,68 @@ def _prepare(config: TrainConfig, run_dir: Path, device, console, fresh: bool):
 
 
 # ------------------------------------------------------------------------------------------ train
-def _set_up(config: TrainConfig, console: Console, kind: str = ""):
-    """Task, run directory, device, precision and the prepared data + model, as training needs them."""
+@dataclass
+class _Session:
+    """What train, resume and lr-find share: the run's settings, where it runs, its data and model."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    precision: str
+    console: Console
+    dist: distributed.Distributed
+    prepared: Any = None  # lanner.tasks.*_setup.Prepared; its task sharded when several processes
+
+
+def _start(config: TrainConfig, console: Console, run_dir: Path | None, kind: str = "") -> _Session:
+    """Join the process group (if any), pick device and precision, make (or reuse) the run directory,
+    read the data and build the model."""
     if config.max_image_pixels is not None:
         from lanner.data.images import set_max_image_pixels
 
         set_max_image_pixels(config.max_image_pixels)
-    config = config.model_copy(update={"task": _infer_task(config)})
-    run_dir = new_run_dir(config.run, kind + config.task)
-    config = config.model_copy(update={"run": str(run_dir)})
-    console.print(f"run directory: [bold]{run_dir}[/]")
+    dist = distributed.from_environment()
+    distributed.check_supported(config, dist)
+    device = distributed.start(dist, choose_device(config.device))
+    console = console if dist.is_main else Console(quiet=True)  # one process speaks
+    fresh = run_dir is None
+    if fresh:  # a new run: process 0 names the directory, the others are told
+        config = config.model_copy(update={"task": _infer_task(config)})
+        made = new_run_dir(config.run, kind + config.task) if dist.is_main else None
+        run_dir = Path(distributed.broadcast(str(made), dist))
+        config = config.model_copy(update={"run": str(run_dir)})
+        console.print(f"run directory: [bold]{run_dir}[/]")
     torch.manual_seed(config.seed)
-    device = choose_device(config.device)
-    precision = choose_precision(config.precision, device)
-    prepared = _prepare(config, run_dir, device, console, fresh=True)
-    config = config.model_copy(update={"model": prepared.model_name, "batch_size": prepared.batch_size})
-    write_text(run_dir / "config.yaml", config.to_yaml())
-    write_json(run_dir / "hardware.json", hardware_info(device, precision))
-    return config, run_dir, device, precision, prepared
+    session = _Session(config, run_dir, device, choose_precision(config.precision, device), console, dist)
+    # Process 0 reads the data and builds the cache; the others then find it built.
+    if not dist.is_main:
+        distributed.barrier(dist)
+    session.prepared = _prepare(config, run_dir, device, console, fresh=fresh)
+    if dist.is_main:
+        distributed.barrier(dist)
+    if dist.enabled:
+        session.prepared.task = distributed.ShardedTask(session.prepared.task, dist)
+    return session
+
+
+def _set_up(config: TrainConfig, console: Console, kind: str = "") -> _Session:
+    """A new run's session, with config.yaml and hardware.json written."""
+    session = _start(config, console, None, kind)
+    prepared = session.prepared
+    session.config = session.config.model_copy(
+        update={"model": prepared.model_name, "batch_size": prepared.batch_size}
+    )
+    if session.dist.is_main:
+        write_text(session.run_dir / "config.yaml", session.config.to_yaml())
+        info = hardware_info(session.device, session.precision)
+        write_json(session.run_dir / "hardware.json", {**info, "processes": session.dist.world})
+    return session
 
 
 def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
     """Train a new run; returns its directory (printed at start and end)."""
-    console = _console(console)
-    config, run_dir, device, precision, prepared = _set_up(config, console)
+    s = _set_up(config, _console(console))
+    config, prepared = s.config, s.prepared
     spe = prepared.task.steps_per_epoch()
     segments = [first_segment(config, spe)]
     state = TrainState(
@@ -86,10 +127,11 @@ def train(config: TrainConfig, console: Console | None = None, *, evaluate_after
     )
     optimizer = build_optimizer(prepared.model, config, base_lr(config))
     for note in prepared.notes:
-        console.print(note)
-    _print_plan(console, config, prepared, device, precision, segments, state)
-    plot_schedule(segments, config.epochs * spe, spe, run_dir / "schedule.png")
-    return _fit(config, prepared, optimizer, state, run_dir, device, precision, console, evaluate_after)
+        s.console.print(note)
+    _print_plan(s, state)
+    if s.dist.is_main:
+        plot_schedule(segments, config.epochs * spe, spe, s.run_dir / "schedule.png")
+    return _fit(s, optimizer, state, evaluate_after)
 
 
 def lr_find(
@@ -114,7 +156,9 @@ def lr_find(
 
     console = _console(console)
     lrs = exponential_lrs(start_lr, end_lr, steps)  # bad bounds fail before any data is read
-    config, run_dir, device, precision, prepared = _set_up(config, console, kind="lr-find-")
+    session = _set_up(config, console, kind="lr-find-")
+    config, run_dir, device, precision = session.config, session.run_dir, session.device, session.precision
+    console, prepared = session.console, session.prepared
     model, task = prepared.model, prepared.task
     for note in prepared.notes:
         console.print(note)
@@ -157,33 +201,39 @@ def _print_lr_find(console: Console, config: TrainConfig, result, run_dir: Path)
     console.print(f"curve: {run_dir / 'lr_find.png'}  numbers: {run_dir / 'lr_find.csv'}")
 
 
-def _print_plan(console, config, prepared, device, precision, segments, state) -> None:
-    spe = prepared.task.steps_per_epoch()
-    n = prepared.task.num_train_images
-    unit = getattr(prepared.task, "unit", "images")
-    console.print(f"epoch = {n} {unit} = {spe} steps of batch {prepared.batch_size}")
-    sched = segments[-1].schedule
+def _print_plan(s: _Session, state: TrainState) -> None:
+    task, batch = s.prepared.task, s.prepared.batch_size
+    spe, n, unit = task.steps_per_epoch(), task.num_train_images, getattr(task, "unit", "images")
+    if s.dist.enabled:
+        shared = f"{spe} steps of batch {batch} on each of {s.dist.world} processes"
+        s.console.print(f"epoch = {n} {unit} = {shared} (batch {batch * s.dist.world} in all)")
+    else:
+        s.console.print(f"epoch = {n} {unit} = {spe} steps of batch {batch}")
+    sched = state.segments[-1].schedule
     warm = f", warmup {sched.warmup_epochs:g} epochs" if sched.warmup_epochs else ""
+    config = s.config
     budget = f" (time budget {config.time}: epochs re-estimated after the first steps)" if config.time else ""
-    console.print(
-        f"device {device}, precision {precision}, optimizer {config.optimizer}, "
-        f"lr {segments[-1].base_lr:g}, schedule {sched.name}{warm}, {state.total_epochs} epochs{budget}"
+    s.console.print(
+        f"device {s.device}, precision {s.precision}, optimizer {config.optimizer}, "
+        f"lr {state.segments[-1].base_lr:g}, schedule {sched.name}{warm}, {state.total_epochs} epochs{budget}"
     )
 
 
-def _fit(config, prepared, optimizer, state, run_dir, device, precision, console, evaluate_after) -> Path:
+def _fit(s: _Session, optimizer, state: TrainState, evaluate_after: bool) -> Path:
+    config, prepared, console, run_dir = s.config, s.prepared, s.console, s.run_dir
     trainer = Trainer(
         task=prepared.task,
-        model=prepared.model,
+        model=distributed.wrap(prepared.model, s.dist, s.device),
         optimizer=optimizer,
         state=state,
         run_dir=run_dir,
-        device=device,
-        precision=precision,
+        device=s.device,
+        precision=s.precision,
         console=console,
         extra_checkpoint={"config": config.model_dump(mode="json"), "model_name": prepared.model_name},
         time_budget_s=parse_duration(config.time) if config.time else None,
         freeze_epochs=config.freeze_epochs,
+        dist=s.dist,
     )
     try:
         trainer.fit()
@@ -193,6 +243,10 @@ def _fit(config, prepared, optimizer, state, run_dir, device, precision, console
             f"{trainer.steps_per_epoch}; checkpoint saved. Continue with: [bold]lanner resume {run_dir}[/]"
         )
         raise
+    finally:
+        distributed.stop(s.dist)
+    if not s.dist.is_main:
+        return run_dir
     if state.best_epoch is not None:
         console.print(f"best {state.monitor} {state.best_value:.4f} at epoch {state.best_epoch}")
     if evaluate_after:
@@ -219,28 +273,34 @@ def resume(
     values = old.model_dump(mode="json")
     values.update(changes)
     config = make_config(values, "resume options")
-    device = choose_device(config.device)
-    precision = choose_precision(config.precision, device)
-    prepared = _prepare(config, run_dir, device, console, fresh=False)
+    s = _start(config, console, run_dir)
+    console, prepared = s.console, s.prepared
     prepared.model.load_state_dict(ckpt["state_dict"])
     optimizer = build_optimizer(prepared.model, config, base_lr(config))
     optimizer.load_state_dict(ckpt["optimizer"])
     state = TrainState.from_dict(ckpt["train_state"])
     state.history = state.history[: state.epoch]  # what the checkpoint saw is the truth
+    spe = prepared.task.steps_per_epoch()
+    if spe != state.segments[-1].steps_per_epoch:
+        raise ConfigError(
+            f"{run_dir}: {state.segments[-1].steps_per_epoch} steps per epoch when trained, {spe} now: "
+            "resume on the same data with the same number of processes (--devices)"
+        )
     before, after = old.model_dump(mode="json"), config.model_dump(mode="json")
     diff = {k: [before[k], after[k]] for k in changes if before[k] != after[k]}
     if diff:
-        _add_segment(state, config, diff, prepared.task.steps_per_epoch())
-    write_text(run_dir / "config.yaml", config.to_yaml())
+        _add_segment(state, config, diff, spe)
+    if s.dist.is_main:
+        write_text(run_dir / "config.yaml", config.to_yaml())
     console.print(
         f"resuming [bold]{run_dir}[/] at epoch {state.epoch + 1}"
         + (f", step {state.step_in_epoch}" if state.step_in_epoch else "")
         + (f"; changes: {_fmt_diff(diff)}" if diff else "; no changes")
     )
-    _print_plan(console, config, prepared, device, precision, state.segments, state)
-    spe = prepared.task.steps_per_epoch()
-    plot_schedule(state.segments, state.total_epochs * spe, spe, run_dir / "schedule.png")
-    return _fit(config, prepared, optimizer, state, run_dir, device, precision, console, evaluate_after)
+    _print_plan(s, state)
+    if s.dist.is_main:
+        plot_schedule(state.segments, state.total_epochs * spe, spe, run_dir / "schedule.png")
+    return _fit(s, optimizer, state, evaluate_after)
 
 
 def _fmt_diff(diff: dict) -> str:

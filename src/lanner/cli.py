@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,6 +57,11 @@ def _rename_map(items: list[str] | None) -> dict[str, str] | None:
     return {a.strip(): b.strip() for a, b in pairs}
 
 
+DevicesOpt = Annotated[
+    int, Opt(help="processes on this machine, one per GPU (or CPU processes); >1 starts them with torchrun")
+]
+
+
 @app.command()
 def train(
     data: Annotated[
@@ -99,6 +105,7 @@ def train(
     empty_tile_ratio: Annotated[float | None, Opt(help="tiles: empty tiles per tile with objects")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="dotted override, e.g. schedule.gamma=0.5")] = None,
     dry_run: Annotated[bool, Opt(help="print and plot the LR schedule, then stop")] = False,
+    devices: DevicesOpt = 1,
     no_eval: Annotated[
         bool, Opt("--no-eval", help="skip the evaluation (and report) after training")
     ] = False,
@@ -142,7 +149,16 @@ def train(
     if dry_run:
         _show_schedule(cfg, None, api.count_images(cfg.data, cfg.format), "schedule.png")
         return
+    _launch(devices)
     api.train(cfg, console, evaluate_after=not no_eval)
+
+
+def _launch(devices: int) -> None:
+    """With --devices N > 1, become torchrun starting N copies of this command (unless one of them)."""
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        from lanner.engine.distributed import relaunch_under_torchrun
+
+        relaunch_under_torchrun(devices)
 
 
 @app.command(name="lr-find")
@@ -188,8 +204,10 @@ def resume(
     patience: Annotated[int | None, Opt()] = None,
     monitor: Annotated[str | None, Opt()] = None,
     no_eval: Annotated[bool, Opt("--no-eval")] = False,
+    devices: DevicesOpt = 1,
 ) -> None:
     """Continue a run; changes are recorded as a new segment of the same run."""
+    _launch(devices)
     api.resume(
         run,
         console,

@@ -27,6 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lanner.engine import distributed
 from lanner.engine.checkpoint import save_checkpoint
 from lanner.engine.history import write_history, write_segments
 from lanner.engine.plots import plot_curves
@@ -131,8 +132,12 @@ class Trainer:
         console: Console | None = None,
         time_budget_s: float | None = None,
         freeze_epochs: int = 0,
+        dist: distributed.Distributed = distributed.SINGLE,
     ) -> None:
+        """``model`` may be DDP-wrapped (``dist`` enabled); ``task`` then hands out this process's share."""
         self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
+        self.raw_model = distributed.unwrap(model)  # what is validated and saved
+        self.dist = dist
         self.run_dir, self.device, self.precision = Path(run_dir), device, precision
         self.extra_checkpoint = extra_checkpoint
         self.console = console or Console()
@@ -149,9 +154,10 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 self._set_freeze(st.epoch)
                 train_loss = self._train_epoch(stop)
-                if stop.requested:
+                if self._stop_agreed(stop):
                     st.wall_seconds += time.perf_counter() - epoch_start
-                    self._save("last")
+                    if self.dist.is_main:
+                        self._save("last")
                     raise Interrupted(st.epoch, st.step_in_epoch)
                 done = self._end_epoch(train_loss, epoch_start)
                 if done:
@@ -172,12 +178,18 @@ class Trainer:
                 st.step_in_epoch += 1
                 progress.update(bar, advance=1, loss=loss)
                 self._maybe_fit_time_budget(start, st.step_in_epoch - epoch_start_step)
-                if stop.requested:
+                if self._stop_agreed(stop):
                     break
         elapsed = time.perf_counter() - start
         st.train_seconds += elapsed
+        # Every process's losses and images count (sums over the group; unchanged for one process).
+        loss_sum, loss_n, seen = distributed.sum_on_device([loss_sum, loss_n, seen], self.dist, self.device)
         self._epoch_speed = (seen / elapsed if elapsed > 0 else 0.0, elapsed)
         return loss_sum / max(loss_n, 1)
+
+    def _stop_agreed(self, stop: _StopFlag) -> bool:
+        """Whether to stop now; with several processes, all stop after the same step (or none)."""
+        return distributed.any_process(stop.requested, self.dist, self.device)
 
     def _step(self, batch) -> tuple[float, int]:
         lr = lr_at(self.state.segments, self.state.step)
@@ -203,8 +215,11 @@ class Trainer:
         st.step_in_epoch = 0
         images_per_s, epoch_time = self._epoch_speed
         self.model.eval()
-        with torch.no_grad(), self._autocast():
-            metrics = self.task.validate(self.model)
+        metrics = {}
+        if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
+            with torch.no_grad(), self._autocast():
+                metrics = self.task.validate(self.raw_model)
+        metrics = distributed.broadcast(metrics, self.dist)
         row = {
             "epoch": st.epoch,
             "segment": st.segments[-1].index,
@@ -220,7 +235,8 @@ class Trainer:
         self._epoch_wall = time.perf_counter() - epoch_start
         st.wall_seconds += self._epoch_wall
         self._refit_time_budget()
-        self._write_outputs(improved)
+        if self.dist.is_main:
+            self._write_outputs(improved)
         self._print_epoch(row, improved)
         return self._should_stop()
 
@@ -268,7 +284,7 @@ class Trainer:
         state = {
             **self.extra_checkpoint,
             "meta": self.task.meta(),
-            "state_dict": self.model.state_dict(),
+            "state_dict": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "train_state": self.state.to_dict(),
@@ -320,7 +336,7 @@ class Trainer:
             return
         from lanner.models.registry import set_backbone_trainable
 
-        set_backbone_trainable(self.model, trainable=epoch >= self.freeze_epochs)
+        set_backbone_trainable(self.raw_model, trainable=epoch >= self.freeze_epochs)
         if epoch == self.freeze_epochs:
             self.console.print(f"epoch {epoch + 1}: backbone unfrozen, training all layers")
 

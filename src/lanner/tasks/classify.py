@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from lanner.engine.distributed import shard_batches
+
 CROP_PCT = 0.875  # the cache holds images at image_size / CROP_PCT; evaluation takes the centre crop
 AUGMENT_PRESETS = {
     # scale range of the random resized crop (fraction of the cached square), colour jitter strength
@@ -193,11 +195,12 @@ class ClassificationTask:
             pick = torch.randperm(n, generator=g)
         return self.train_idx[pick.numpy()]
 
-    def train_batches(self, epoch: int, skip: int = 0):
+    def train_batches(self, epoch: int, skip: int = 0, shard: tuple[int, int] = (0, 1)):
+        """Batches of ``epoch`` from step ``skip``; ``shard`` (rank, processes): this process's share."""
         order = self.epoch_order(epoch)
-        for b, (start, stop) in enumerate(batch_bounds(len(order), self.batch_size)):
-            if b < skip:
-                continue
+        bounds = batch_bounds(len(order), self.batch_size)
+        for b in shard_batches(len(bounds), skip, *shard):
+            start, stop = bounds[b]
             sorted_idx = np.sort(order[start:stop])  # sequential reads from the memmap
             g = batch_generator(self.seed, epoch, b)
             x = augment_batch(self.images[sorted_idx], self.prep, self.augment, self.hflip, g, self.device)

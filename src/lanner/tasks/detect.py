@@ -22,6 +22,7 @@ from lanner.data.box_transforms import (
     scaled_targets,
 )
 from lanner.data.records import Dataset
+from lanner.engine.distributed import shard_batches
 from lanner.eval.detection import Detections, evaluate_detections
 from lanner.tasks.classify import batch_generator, to_float
 
@@ -131,9 +132,10 @@ class DetectionTask:
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return self.train_idx[torch.randperm(len(self.train_idx), generator=g).numpy()]
 
-    def train_batches(self, epoch: int, skip: int = 0):
+    def train_batches(self, epoch: int, skip: int = 0, shard: tuple[int, int] = (0, 1)):
+        """Batches of ``epoch`` from step ``skip``; ``shard`` (rank, processes): this process's share."""
         order = self.epoch_order(epoch)
-        for b in range(skip, self.steps_per_epoch()):
+        for b in shard_batches(self.steps_per_epoch(), skip, *shard):
             idx = np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])  # sequential memmap reads
             x, targets = augment_detection_batch(
                 self.cache.images[idx],
