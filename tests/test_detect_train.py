@@ -17,6 +17,7 @@ from lanner.config import make_config
 from lanner.data.formats import read_dataset, write_dataset
 from lanner.data.records import Dataset
 from lanner.engine.history import read_history
+from lanner.errors import ConfigError
 from lanner.models.loading import load_run
 from lanner.tasks.detect_setup import load_detection_data
 
@@ -89,7 +90,10 @@ def test_eval_on_several_splits_and_another_dataset(trained, tiny_rbc):
 
 
 def test_resume_continues_the_run(trained):
-    api.resume(trained, epochs=2, evaluate_after=False)
+    # The cosine schedule ended at LR ~0: more epochs need an LR, and say so rather than train nothing.
+    with pytest.raises(ConfigError, match="would not train; give the LR for them, e.g. --lr"):
+        api.resume(trained, epochs=2, evaluate_after=False)
+    api.resume(trained, epochs=2, lr=5e-4, evaluate_after=False)
     history = read_history(trained / "history.csv")
     assert [int(float(row["epoch"])) for row in history] == [1, 2]
     assert np.isfinite(float(history[1]["val_loss"]))

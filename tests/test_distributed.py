@@ -48,7 +48,7 @@ def test_two_processes_train_resume_and_evaluate_one_run(tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])  # saved unwrapped
     assert (run / "eval" / "predictions.json").is_file()  # process 0 evaluated after training
 
-    more = _lanner("resume", str(run), "--epochs", "3", "--devices", "2", "--no-eval", cwd=tmp_path)
+    more = _lanner("resume", str(run), "--epochs", "3", "--lr", "5e-4", *two, "--no-eval", cwd=tmp_path)
     assert more.returncode == 0, more.stdout + more.stderr
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["train_state"]["step"] == 3 * 3
 

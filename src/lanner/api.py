@@ -323,13 +323,26 @@ def _add_segment(state: TrainState, config: TrainConfig, diff: dict, steps_per_e
     if {"lr", "schedule"} & set(diff) or ("epochs" in diff and prev.end_step != seg.end_step):
         # A new schedule starts here, from the LR asked for (or the LR in effect now), without warmup.
         seg.origin_step = state.step
-        seg.base_lr = config.lr if "lr" in diff else lr_at(state.segments, state.step)
+        seg.base_lr = config.lr if "lr" in diff else _lr_to_continue_from(state, prev)
         spec = copy.deepcopy(config.schedule) if "schedule" in diff else copy.deepcopy(prev.schedule)
         spec.warmup_epochs = 0.0
         seg.schedule = spec
     else:
         seg.origin_step = prev.start_step if prev.origin_step is None else prev.origin_step
     state.segments.append(seg)
+
+
+def _lr_to_continue_from(state: TrainState, prev) -> float:
+    """The LR in effect now, which a re-laid schedule starts from; refused when the old schedule had
+    already decayed it to almost nothing (more epochs at LR ~0 would train nothing)."""
+    lr = lr_at(state.segments, state.step)
+    if lr < 0.01 * prev.base_lr:
+        raise ConfigError(
+            f"the schedule had brought the LR down to {lr:.2g} by epoch {state.epoch} (peak "
+            f"{prev.base_lr:g}): more epochs from there would not train; give the LR for them, "
+            f"e.g. --lr {prev.base_lr / 10:g}"
+        )
+    return lr
 
 
 # ------------------------------------------------------------------------------------- schedule
