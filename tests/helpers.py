@@ -54,3 +54,36 @@ def save_untrained_detector(run: Path, meta: dict, model_name: str = "fcos_test_
         },
     )
     return run
+
+
+def save_untrained_classifier(run: Path, classes: list[str], image_size: int = 32) -> Path:
+    """A run directory holding an untrained classifier checkpoint (BatchNorm statistics randomised)."""
+    import torch
+
+    from lanner.config import make_config
+    from lanner.engine.checkpoint import save_checkpoint
+    from lanner.tasks.classify import Preprocessing
+    from lanner.tasks.classify_setup import build_classifier
+
+    torch.manual_seed(0)
+    model, mean, std = build_classifier("test_resnet", len(classes))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    meta = {
+        "task": "classify",
+        "classes": classes,
+        "preprocessing": Preprocessing(image_size, mean, std).to_dict(),
+    }
+    config = make_config({"data": "unused", "model": "test_resnet", "image_size": image_size})
+    save_checkpoint(
+        run / "checkpoints" / "best.ckpt",
+        {
+            "config": config.model_dump(mode="json"),
+            "model_name": "test_resnet",
+            "meta": meta,
+            "state_dict": model.state_dict(),
+        },
+    )
+    return run

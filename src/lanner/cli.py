@@ -380,6 +380,25 @@ def predict(
 
 
 @app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    out: Annotated[Path | None, Opt(help="ONNX file to write (default RUN/export/model.onnx)")] = None,
+    no_check: Annotated[
+        bool, Opt("--no-check", help="skip running the file in ONNX Runtime against PyTorch")
+    ] = False,
+) -> None:
+    """The run's model as one ONNX file (pre- and post-processing inside) plus a JSON spec beside it."""
+    from lanner.export import export_run
+
+    info = export_run(run, out, check=not no_check)
+    checked = info["checked_with_onnxruntime"]
+    console.print(
+        f"{info['task']} model -> {info['onnx']} (spec: {info['spec']}); "
+        + (f"ONNX Runtime matches PyTorch to {checked['max_abs_diff']:.1e}" if checked else "not checked")
+    )
+
+
+@app.command()
 def report(
     run: Annotated[Path, typer.Argument()],
     out: Annotated[Path | None, Opt()] = None,
