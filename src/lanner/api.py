@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+import lanner
 from lanner._io import write_json, write_text
 from lanner.config import TrainConfig, make_config, parse_duration
 from lanner.engine import distributed
@@ -129,9 +130,22 @@ def train(config: TrainConfig, console: Console | None = None, *, evaluate_after
     for note in prepared.notes:
         s.console.print(note)
     _print_plan(s, state)
+    tracker = _tracker(s)
     if s.dist.is_main:
         plot_schedule(segments, config.epochs * spe, spe, s.run_dir / "schedule.png")
-    return _fit(s, optimizer, state, evaluate_after)
+    if tracker is not None:
+        tags = {"lanner.version": lanner.__version__, "device": str(s.device), "precision": s.precision}
+        tracker.start(config.model_dump(mode="json"), {**tags, "processes": str(s.dist.world)})
+    return _fit(s, optimizer, state, evaluate_after, tracker)
+
+
+def _tracker(s: _Session):
+    """The run's experiment tracker (process 0 only), checked to be reachable before training."""
+    if s.config.track is None or not s.dist.is_main:
+        return None
+    from lanner.engine.tracking import make_tracker
+
+    return make_tracker(s.config.track, s.run_dir, s.config.tracking_uri, s.config.experiment, s.console)
 
 
 def lr_find(
@@ -219,7 +233,7 @@ def _print_plan(s: _Session, state: TrainState) -> None:
     )
 
 
-def _fit(s: _Session, optimizer, state: TrainState, evaluate_after: bool) -> Path:
+def _fit(s: _Session, optimizer, state: TrainState, evaluate_after: bool, tracker=None) -> Path:
     config, prepared, console, run_dir = s.config, s.prepared, s.console, s.run_dir
     trainer = Trainer(
         task=prepared.task,
@@ -234,6 +248,7 @@ def _fit(s: _Session, optimizer, state: TrainState, evaluate_after: bool) -> Pat
         time_budget_s=parse_duration(config.time) if config.time else None,
         freeze_epochs=config.freeze_epochs,
         dist=s.dist,
+        tracker=tracker,
     )
     try:
         trainer.fit()
@@ -242,6 +257,10 @@ def _fit(s: _Session, optimizer, state: TrainState, evaluate_after: bool) -> Pat
             f"[yellow]stopped[/] at epoch {state.epoch + 1}, step {state.step_in_epoch} of "
             f"{trainer.steps_per_epoch}; checkpoint saved. Continue with: [bold]lanner resume {run_dir}[/]"
         )
+        _finish_tracking(tracker, "KILLED")
+        raise
+    except BaseException:
+        _finish_tracking(tracker, "FAILED")
         raise
     finally:
         distributed.stop(s.dist)
@@ -251,8 +270,14 @@ def _fit(s: _Session, optimizer, state: TrainState, evaluate_after: bool) -> Pat
         console.print(f"best {state.monitor} {state.best_value:.4f} at epoch {state.best_epoch}")
     if evaluate_after:
         evaluate(run_dir, console=console)
+    _finish_tracking(tracker, "FINISHED")
     console.print(f"run directory: [bold]{run_dir}[/]")
     return run_dir
+
+
+def _finish_tracking(tracker, status: str) -> None:
+    if tracker is not None:
+        tracker.finish(status)
 
 
 # ----------------------------------------------------------------------------------------- resume
@@ -298,9 +323,12 @@ def resume(
         + (f"; changes: {_fmt_diff(diff)}" if diff else "; no changes")
     )
     _print_plan(s, state)
+    tracker = _tracker(s)
+    if tracker is not None:
+        tracker.resume(len(state.segments) - 1, diff)
     if s.dist.is_main:
         plot_schedule(state.segments, state.total_epochs * spe, spe, run_dir / "schedule.png")
-    return _fit(s, optimizer, state, evaluate_after)
+    return _fit(s, optimizer, state, evaluate_after, tracker)
 
 
 def _fmt_diff(diff: dict) -> str:

@@ -104,6 +104,9 @@ def train(
     min_visibility: Annotated[float | None, Opt(help="tiles: drop boxes less visible than this")] = None,
     empty_tile_ratio: Annotated[float | None, Opt(help="tiles: empty tiles per tile with objects")] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="dotted override, e.g. schedule.gamma=0.5")] = None,
+    track: Annotated[str | None, Opt(help="mirror the run into an experiment tracker: mlflow")] = None,
+    tracking_uri: Annotated[str | None, Opt(help="tracking server (default: MLFLOW_TRACKING_URI)")] = None,
+    experiment: Annotated[str | None, Opt(help="experiment name in the tracker (default lanner)")] = None,
     dry_run: Annotated[bool, Opt(help="print and plot the LR schedule, then stop")] = False,
     devices: DevicesOpt = 1,
     no_eval: Annotated[
@@ -143,6 +146,9 @@ def train(
         overlap=overlap,
         min_visibility=min_visibility,
         empty_tile_ratio=empty_tile_ratio,
+        track=track,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
     )
     if not cfg.data:
         raise typer.BadParameter("give DATA (or `data:` in --config)")

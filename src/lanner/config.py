@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     workers: int | None = None
     cache_dir: str | None = None
     max_image_pixels: int | None = None
+    track: Literal["mlflow"] | None = None  # mirror the run into an experiment tracker
+    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else MLflow's own default
+    experiment: str = "lanner"
 
     # Detection and tiling (used by --task detect).
     tile: int | None = None

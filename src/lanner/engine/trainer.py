@@ -133,11 +133,13 @@ class Trainer:
         time_budget_s: float | None = None,
         freeze_epochs: int = 0,
         dist: distributed.Distributed = distributed.SINGLE,
+        tracker=None,
     ) -> None:
         """``model`` may be DDP-wrapped (``dist`` enabled); ``task`` then hands out this process's share."""
         self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
         self.raw_model = distributed.unwrap(model)  # what is validated and saved
         self.dist = dist
+        self.tracker = tracker  # lanner.engine.tracking, or None
         self.run_dir, self.device, self.precision = Path(run_dir), device, precision
         self.extra_checkpoint = extra_checkpoint
         self.console = console or Console()
@@ -237,6 +239,8 @@ class Trainer:
         self._refit_time_budget()
         if self.dist.is_main:
             self._write_outputs(improved)
+            if self.tracker is not None:
+                self.tracker.log_epoch(row)
         self._print_epoch(row, improved)
         return self._should_stop()
 
