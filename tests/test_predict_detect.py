@@ -57,6 +57,16 @@ def test_each_format_reads_back(run, images, tmp_path, fmt):
         assert wide.boxes[:, 2].max() <= 300 and wide.boxes[:, 3].max() <= 180
 
 
+def test_tiled_prediction_streams_all_files_and_reports_the_broken_one_in_place(run, images, tmp_path):
+    rows = predict_detection_files(load_run(run), [str(images)], tmp_path / "tiled", format="coco", tile=64)
+    names = [Path(r["path"]).name for r in rows]
+    assert names == sorted(names)  # input order, the broken file in its place
+    assert [bool(r["error"]) for r in rows] == [n == "broken.jpg" for n in names]
+    back = read_dataset(tmp_path / "tiled" / "coco.json")
+    wide = next(r for r in back.records if Path(r.path).name == "wide.png")
+    assert (wide.width, wide.height) == (300, 180) and len(back.records) == 3
+
+
 def test_labelme_output_opens_in_labelme(run, images, tmp_path):
     predict_detection_files(load_run(run), [str(images / "wide.png")], tmp_path / "out", format="labelme")
     doc = json.loads((tmp_path / "out" / "labelme" / "wide.json").read_text())

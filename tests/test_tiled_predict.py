@@ -174,6 +174,25 @@ def test_unreadable_image_in_the_stream_raises_naming_it(canvas, tmp_path):
         next(stream)
 
 
+def test_unreadable_images_can_be_reported_and_skipped(canvas, small, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    failed = []
+    model = BrightSquareDetector()
+    stream = predict_tiled(
+        model,
+        [small, broken, canvas],
+        tile=TILE,
+        overlap=OVERLAP,
+        batch_size=8,
+        on_error=lambda p, e: failed.append((p, str(e))),
+    )
+    results = list(stream)
+    assert [r[0] for r in results] == [small, canvas]
+    assert len(failed) == 1 and failed[0][0] == broken and "broken.jpg" in failed[0][1]
+    _assert_each_square_once(results[1][1], results[1][3], _expected())  # the stream went on
+
+
 def test_prefetch_stops_its_thread_when_the_consumer_stops():
     produced = []
 

@@ -96,20 +96,29 @@ def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int) -
 def _detect_files_tiled(
     loaded: LoadedRun, paths: list[Path], tiling, score_threshold: float
 ) -> Iterator[tuple[Path, tuple, object]]:
-    """Tiled inference, one file at a time so a broken file is reported and the rest still run."""
+    """Tiled inference over all files in one stream (tiles of consecutive files share batches);
+    a file that cannot be read is reported in its place and the others still run."""
     from lanner.data.images import image_size
-    from lanner.data.records import ImageRecord
-    from lanner.tasks.detect_tiled import detect_tiled
+    from lanner.tasks.detect_tiled import detect_stream
+
+    failed: dict[Path, str] = {}
+    pending = iter(paths)
+
+    def report_until(path) -> Iterator[tuple[Path, None, str]]:
+        """Errors of the files before ``path`` (all remaining ones when None), in input order."""
+        for p in pending:
+            if p == path:
+                return
+            yield p, None, failed.pop(p, f"{p}: not predicted")
+
+    def note(path, error: DataError) -> None:
+        failed[path] = str(error)
 
     tiling = tiling.for_device(loaded.model, loaded.device)
-    for p in paths:
-        try:
-            size = image_size(p)
-            (det,) = detect_tiled(loaded.model, [ImageRecord(path=p)], tiling, loaded.device, score_threshold)
-        except DataError as e:
-            yield p, None, str(e)
-            continue
-        yield p, size, det
+    for path, det in detect_stream(loaded.model, paths, tiling, loaded.device, score_threshold, note):
+        yield from report_until(path)
+        yield path, image_size(path), det
+    yield from report_until(None)
 
 
 def predictions_dataset(

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from lanner.data.tiling import decode_upright, tile_windows
+from lanner.errors import DataError
 from lanner.predict.merge import MergeMethod, Metric, merge_detections, partial_mask
 
 T = TypeVar("T")
@@ -80,12 +81,22 @@ def _downscaled(img: Image.Image, max_side: int) -> Image.Image:
 
 
 def _pieces(
-    images: Iterable[Any], tile: int, overlap: int | float, full_image_size: int | None
+    images: Iterable[Any],
+    tile: int,
+    overlap: int | float,
+    full_image_size: int | None,
+    on_error: Callable[[Any, DataError], None] | None = None,
 ) -> Iterator[_Piece]:
     """Decode each image once and cut it into pieces; runs in the decoder thread."""
     for path in images:
         # 8-bit, upright RGB; DataError (naming the file, and --max-image-pixels for bombs) if not.
-        img = decode_upright(path)
+        try:
+            img = decode_upright(path)
+        except DataError as e:
+            if on_error is None:
+                raise
+            on_error(path, e)  # reported, and the stream goes on with the next image
+            continue
         width, height = img.size
         windows = tile_windows(width, height, tile, overlap)
         full_pass = full_image_size is not None and len(windows) > 1
@@ -241,6 +252,7 @@ def predict_tiled(
     device: str | torch.device = "cpu",
     score_threshold: float = 0.0,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    on_error: Callable[[Any, DataError], None] | None = None,
 ) -> Iterator[Prediction]:
     """Detect objects on images of any size, yielding ``(image, boxes, scores, labels)`` per image.
 
@@ -255,6 +267,9 @@ def predict_tiled(
     :func:`lanner.predict.merge.merge_detections`, including its rule for boxes cut by tile borders;
     an image that fits in one tile is returned as the model saw it, unmerged. ``score_threshold``
     drops detections before merging, which also keeps merging cheap.
+
+    An image that cannot be read raises :class:`DataError`, unless ``on_error(image, error)`` is
+    given: then it is reported there (from the decoding thread) and skipped, and the stream goes on.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -265,7 +280,8 @@ def predict_tiled(
     batch: list[_Piece] = []
     # The raised floor holds while this generator is suspended too; it is restored when it ends.
     with score_floor(model, score_threshold):
-        for piece in prefetch(_pieces(images, tile, overlap, full_size), depth=2 * batch_size):
+        pieces = _pieces(images, tile, overlap, full_size, on_error)
+        for piece in prefetch(pieces, depth=2 * batch_size):
             if not in_flight or in_flight[-1] is not piece.job:
                 in_flight.append(piece.job)
             batch.append(piece)

@@ -134,14 +134,16 @@ def cache_tiles(dataset: Dataset, tiles: TileIndex, size: int, console: Console)
 
 # ----------------------------------------------------------------------------------------- inference
 @torch.no_grad()
-def detect_tiled(
+def detect_stream(
     model: nn.Module,
-    records: list[ImageRecord],
+    paths: list,
     tiling: Tiling,
     device: torch.device,
     score_threshold: float = 0.001,
-) -> list[Detections]:
-    """Full-image detections for each record, in record order, through tiled inference."""
+    on_error=None,
+):
+    """``(path, Detections)`` in full-image pixels per readable image, in order, through tiled
+    inference; unreadable images go to ``on_error(path, error)`` (raise when it is None)."""
     from lanner.predict.tiled import predict_tiled
 
     offset = getattr(model, "label_offset", 0)
@@ -151,14 +153,28 @@ def detect_tiled(
         # Tiling's fields are predict_tiled's keyword arguments, by design.
         stream = predict_tiled(
             model,
-            [r.path for r in records],
+            paths,
             **tiling.for_device(model, device).to_dict(),
             device=device,
             score_threshold=score_threshold,
+            on_error=on_error,
         )
-        return [Detections(boxes, scores, labels - offset) for _, boxes, scores, labels in stream]
+        for path, boxes, scores, labels in stream:
+            yield path, Detections(boxes, scores, labels - offset)
     finally:
         model.train(was_training)
+
+
+def detect_tiled(
+    model: nn.Module,
+    records: list[ImageRecord],
+    tiling: Tiling,
+    device: torch.device,
+    score_threshold: float = 0.001,
+) -> list[Detections]:
+    """Full-image detections for each record, in record order, through tiled inference."""
+    stream = detect_stream(model, [r.path for r in records], tiling, device, score_threshold)
+    return [det for _, det in stream]
 
 
 # --------------------------------------------------------------------------------------------- task
