@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -86,3 +87,26 @@ def test_lr_find_cli_writes_the_curve_and_suggests_an_lr(tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "need 0 < start < end" in bad.stdout + bad.stderr
+
+
+def test_train_with_lr_auto_uses_the_range_tests_choice(tmp_path):
+    import yaml
+
+    data = write_digit_folders(tmp_path / "digits", per_class=16)
+    run = tmp_path / "run"
+    args = ["--model", "test_resnet", "--image-size", "16", "--batch-size", "8", "--epochs", "1", "--no-eval"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lanner", "train", str(data), "--run", str(run), "--lr", "auto", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    chosen = yaml.safe_load((run / "config.yaml").read_text())["lr"]
+    summary = json.loads((run / "lr_find.json").read_text())
+    assert isinstance(chosen, float) and (run / "lr_find.png").is_file()
+    assert chosen == (summary["suggestion"] if summary["suggestion"] is not None else 1e-3)
+    assert f"--lr auto: {chosen:.2g}" in done.stdout
+    segments = json.loads((run / "segments.json").read_text())
+    assert segments[0]["base_lr"] == pytest.approx(chosen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lanner.engine import distributed
 from lanner.engine.checkpoint import find_checkpoint, load_checkpoint
 from lanner.engine.schedules import lr_at, plot_schedule, schedule_table
 from lanner.engine.setup import (
+    DEFAULT_LR,
     base_lr,
     build_optimizer,
     choose_device,
@@ -117,6 +119,8 @@ def _set_up(config: TrainConfig, console: Console, kind: str = "") -> _Session:
 def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
     """Train a new run; returns its directory (printed at start and end)."""
     s = _set_up(config, _console(console))
+    if s.config.lr == "auto":
+        _auto_lr(s)
     config, prepared = s.config, s.prepared
     spe = prepared.task.steps_per_epoch()
     segments = [first_segment(config, spe)]
@@ -158,6 +162,19 @@ def lr_find(
 ) -> dict:
     """LR range test on the run's data and model (:mod:`lanner.engine.lr_find`); nothing is kept
     but ``lr_find.csv``, ``lr_find.json`` and ``lr_find.png`` in the (new) run directory."""
+    from lanner.engine.lr_find import exponential_lrs
+
+    exponential_lrs(start_lr, end_lr, steps)  # bad bounds fail before any data is read
+    session = _set_up(config, _console(console), kind="lr-find-")
+    for note in session.prepared.notes:
+        session.console.print(note)
+    result = _range_test(session, session.prepared.model, start_lr, end_lr, steps)
+    _print_lr_find(session.console, session.config, result, session.run_dir)
+    return json.loads((session.run_dir / "lr_find.json").read_text())
+
+
+def _range_test(s: _Session, model, start_lr: float, end_lr: float, steps: int):
+    """Run the LR range test on ``model`` (trained in place) and write its files in the run directory."""
     from lanner._progress import progress_bar
     from lanner.engine.lr_find import (
         cycle_epochs,
@@ -168,32 +185,44 @@ def lr_find(
     )
     from lanner.engine.trainer import autocast_for
 
-    console = _console(console)
-    lrs = exponential_lrs(start_lr, end_lr, steps)  # bad bounds fail before any data is read
-    session = _set_up(config, console, kind="lr-find-")
-    config, run_dir, device, precision = session.config, session.run_dir, session.device, session.precision
-    console, prepared = session.console, session.prepared
-    model, task = prepared.model, prepared.task
-    for note in prepared.notes:
-        console.print(note)
+    config, task = s.config, s.prepared.task
     optimizer = build_optimizer(model, config, start_lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
-    step = training_step_fn(task, model, optimizer, lambda: autocast_for(device, precision), scaler)
-    console.print(
-        f"LR range test: {steps} steps of batch {prepared.batch_size}, LR {start_lr:g} -> {end_lr:g} "
-        f"(exponential), optimizer {config.optimizer}, device {device}, precision {precision}"
+    scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision == "16-mixed")
+    step = training_step_fn(task, model, optimizer, lambda: autocast_for(s.device, s.precision), scaler)
+    s.console.print(
+        f"LR range test: {steps} steps of batch {s.prepared.batch_size}, LR {start_lr:g} -> {end_lr:g} "
+        f"(exponential), optimizer {config.optimizer}, device {s.device}, precision {s.precision}"
     )
     model.train()
-    with progress_bar("LR range test", steps, console) as advance_to:
+    with progress_bar("LR range test", steps, s.console) as advance_to:
         result = range_test(
-            step, cycle_epochs(task.train_batches), lrs, on_step=lambda i, lr, loss: advance_to(i + 1)
+            step,
+            cycle_epochs(task.train_batches),
+            exponential_lrs(start_lr, end_lr, steps),
+            on_step=lambda i, lr, loss: advance_to(i + 1),
         )
-    write_text(run_dir / "lr_find.csv", result.to_csv())
+    write_text(s.run_dir / "lr_find.csv", result.to_csv())
     summary = {**result.to_dict(), "start_lr": start_lr, "end_lr": end_lr, "optimizer": config.optimizer}
-    write_json(run_dir / "lr_find.json", summary)
-    plot_lr_find(result, run_dir / "lr_find.png")
-    _print_lr_find(console, config, result, run_dir)
-    return summary
+    write_json(s.run_dir / "lr_find.json", summary)
+    plot_lr_find(result, s.run_dir / "lr_find.png")
+    return result
+
+
+def _auto_lr(s: _Session) -> None:
+    """``--lr auto``: an LR range test on a copy of the fresh model picks the run's LR (process 0
+    runs it, the others are told); the chosen number replaces "auto" in config.yaml."""
+    lr = None
+    if s.dist.is_main:
+        result = _range_test(s, copy.deepcopy(s.prepared.model), 1e-7, 10.0, 100)
+        fallback = DEFAULT_LR[s.config.optimizer]
+        lr = result.suggestion if result.suggestion is not None else fallback
+        how = (
+            "from the LR range test" if result.suggestion is not None else "the default: the loss never fell"
+        )
+        s.console.print(f"--lr auto: {lr:.2g} ({how}; curve in {s.run_dir / 'lr_find.png'})")
+    s.config = s.config.model_copy(update={"lr": float(distributed.broadcast(lr, s.dist))})
+    if s.dist.is_main:
+        write_text(s.run_dir / "config.yaml", s.config.to_yaml())
 
 
 def _print_lr_find(console: Console, config: TrainConfig, result, run_dir: Path) -> None:

@@ -77,7 +77,7 @@ def train(
     epochs: Annotated[int | None, Opt()] = None,
     time: Annotated[str | None, Opt(help="wall-clock budget instead of epochs, e.g. 15m")] = None,
     optimizer: Annotated[str | None, Opt(help="adamw, adam or sgd")] = None,
-    lr: Annotated[float | None, Opt(help="peak learning rate")] = None,
+    lr: Annotated[str | None, Opt(help="peak learning rate, or auto (an LR range test picks it)")] = None,
     weight_decay: Annotated[float | None, Opt()] = None,
     schedule: Annotated[
         str | None,

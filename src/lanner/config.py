@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
     time: str | None = None  # wall-clock budget like "15m" instead of a number of epochs
 
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float | None = None
+    lr: float | Literal["auto"] | None = None  # auto: an LR range test picks it (lanner lr-find)
     weight_decay: float = 0.05
     momentum: float = 0.9
     label_smoothing: float = 0.0

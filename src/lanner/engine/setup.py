@@ -79,7 +79,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.o
 
 
 def base_lr(config: TrainConfig) -> float:
-    return config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    """The configured peak LR; the optimizer's default when none is given, and for previews of
+    ``--lr auto`` (training replaces "auto" by the range test's choice before it starts)."""
+    return config.lr if isinstance(config.lr, float) else DEFAULT_LR[config.optimizer]
 
 
 def first_segment(config: TrainConfig, steps_per_epoch: int) -> Segment:
