@@ -1,9 +1,12 @@
 """Tiled detection end to end: large canvases with real digits, train on tiles, eval on full images."""
 
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from lanner import api
 from lanner.config import make_config
@@ -22,12 +25,14 @@ def canvases(tmp_path_factory):
     )
 
 
-def test_train_on_tiles_and_evaluate_on_full_images(canvases, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiled_run(canvases, tmp_path_factory) -> tuple[Path, str]:
+    """One run trained on tiles (and its start-up output, whitespace removed), shared by the tests."""
     config = make_config(
         {
             "data": str(canvases),
             "task": "detect",
-            "run": str(tmp_path / "run"),
+            "run": str(tmp_path_factory.mktemp("tiled") / "run"),
             "model": "fcos_test_resnet",
             "tile": 160,
             "overlap": 0.25,
@@ -37,8 +42,13 @@ def test_train_on_tiles_and_evaluate_on_full_images(canvases, tmp_path, capsys):
             "hflip": False,
         }
     )
-    run = api.train(config, evaluate_after=False)
-    out = "".join(capsys.readouterr().out.split())
+    printed = io.StringIO()
+    run = api.train(config, Console(file=printed), evaluate_after=False)
+    return run, "".join(printed.getvalue().split())
+
+
+def test_train_on_tiles_and_evaluate_on_full_images(canvases, tiled_run):
+    run, out = tiled_run
     ds = read_dataset(canvases)
     n_train = len(ds.subset("train"))
     # 640 px with 160 px tiles at 25% overlap: starts every 120 px -> 5 x 5 windows per canvas.
@@ -60,20 +70,8 @@ def test_train_on_tiles_and_evaluate_on_full_images(canvases, tmp_path, capsys):
     assert preds["images"][0]["width"] == 640  # full-image coordinates, not tile coordinates
 
 
-def test_tiled_predictions_are_in_full_image_pixels(canvases, tmp_path):
-    config = make_config(
-        {
-            "data": str(canvases),
-            "task": "detect",
-            "run": str(tmp_path / "run"),
-            "model": "fcos_test_resnet",
-            "tile": 160,
-            "overlap": 0.25,
-            "epochs": 1,
-            "batch_size": 8,
-        }
-    )
-    run = api.train(config, evaluate_after=False)
+def test_tiled_predictions_are_in_full_image_pixels(canvases, tiled_run, tmp_path):
+    run, _ = tiled_run
     image = sorted((canvases / "val").glob("*.jpg"))[0]
     rows = predict_detection_files(
         load_run(run), [str(image)], tmp_path / "out", format="csv", score_threshold=0.0

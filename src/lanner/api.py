@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,13 +167,14 @@ def lr_find(
     session = _set_up(config, _console(console), kind="lr-find-")
     for note in session.prepared.notes:
         session.console.print(note)
-    result = _range_test(session, session.prepared.model, start_lr, end_lr, steps)
+    result, summary = _range_test(session, session.prepared.model, start_lr, end_lr, steps)
     _print_lr_find(session.console, session.config, result, session.run_dir)
-    return json.loads((session.run_dir / "lr_find.json").read_text())
+    return summary
 
 
 def _range_test(s: _Session, model, start_lr: float, end_lr: float, steps: int):
-    """Run the LR range test on ``model`` (trained in place) and write its files in the run directory."""
+    """Run the LR range test on ``model`` (trained in place), write its files in the run directory;
+    returns the result and the summary written to lr_find.json."""
     from lanner._progress import progress_bar
     from lanner.engine.lr_find import (
         cycle_epochs,
@@ -205,7 +205,7 @@ def _range_test(s: _Session, model, start_lr: float, end_lr: float, steps: int):
     summary = {**result.to_dict(), "start_lr": start_lr, "end_lr": end_lr, "optimizer": config.optimizer}
     write_json(s.run_dir / "lr_find.json", summary)
     plot_lr_find(result, s.run_dir / "lr_find.png")
-    return result
+    return result, summary
 
 
 def _auto_lr(s: _Session) -> None:
@@ -213,7 +213,7 @@ def _auto_lr(s: _Session) -> None:
     runs it, the others are told); the chosen number replaces "auto" in config.yaml."""
     lr = None
     if s.dist.is_main:
-        result = _range_test(s, copy.deepcopy(s.prepared.model), 1e-7, 10.0, 100)
+        result, _ = _range_test(s, copy.deepcopy(s.prepared.model), 1e-7, 10.0, 100)
         fallback = DEFAULT_LR[s.config.optimizer]
         lr = result.suggestion if result.suggestion is not None else fallback
         how = (

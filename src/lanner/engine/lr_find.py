@@ -174,19 +174,10 @@ def plot_lr_find(result: LRFindResult, path) -> None:
 def training_step_fn(
     task, model: torch.nn.Module, optimizer, autocast, scaler
 ) -> Callable[[object, float], float]:
-    """One optimizer step at a given LR, set on every parameter group exactly as training sets it."""
+    """One optimizer step at a given LR, exactly as training takes it (a non-finite loss: no update)."""
+    from lanner.engine.trainer import optimizer_step
 
     def step(batch, lr: float) -> float:
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            loss, _ = task.training_step(model, batch)
-        if not torch.isfinite(loss):
-            return float("nan")
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return float(loss.item())
+        return optimizer_step(task, model, optimizer, scaler, autocast, batch, lr)[0]
 
     return step

@@ -86,6 +86,21 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def optimizer_step(task, model, optimizer, scaler, autocast, batch, lr: float) -> tuple[float, int]:
+    """One training step at ``lr`` (scaled per parameter group by its ``lr_scale``): the loss and the
+    batch's image count. A non-finite loss is returned without a backward pass or an update."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        loss, n = task.training_step(model, batch)
+    if torch.isfinite(loss):
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss.item(), n
+
+
 def minimise(metric: str) -> bool:
     return "loss" in metric
 
@@ -195,20 +210,15 @@ class Trainer:
 
     def _step(self, batch) -> tuple[float, int]:
         lr = lr_at(self.state.segments, self.state.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss, n = self.task.training_step(self.model, batch)
-        if not torch.isfinite(loss):
+        loss, n = optimizer_step(
+            self.task, self.model, self.optimizer, self.scaler, self._autocast, batch, lr
+        )
+        if not math.isfinite(loss):
             raise FloatingPointError(
-                f"loss became {loss.item()} at epoch {self.state.epoch + 1}, step {self.state.step}: "
+                f"loss became {loss} at epoch {self.state.epoch + 1}, step {self.state.step}: "
                 "the learning rate is probably too high (see `lanner schedule` / `lanner lr-find`)"
             )
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.item(), n
+        return loss, n
 
     def _end_epoch(self, train_loss: float, epoch_start: float) -> bool:
         """Validate, record, checkpoint; True when training should stop early."""

@@ -10,15 +10,8 @@ from rich.console import Console
 
 from lanner.data.records import Dataset, canonical_split
 from lanner.errors import DataError
-from lanner.models.loading import LoadedRun, load_for_inference
+from lanner.models.loading import LoadedRun, describe_inference, load_for_inference
 from lanner.tasks.classify import Preprocessing, eval_batch
-
-
-def describe_inference(loaded: LoadedRun) -> str:
-    return (
-        f"inference on {loaded.device}, precision {loaded.precision} "
-        "(BatchNorm folded into convolutions, channels-last)"
-    )
 
 
 def default_split(dataset: Dataset) -> str | None:

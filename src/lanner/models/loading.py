@@ -43,6 +43,14 @@ def load_run(run: str | Path, which: str = "best", device: torch.device | str = 
     return LoadedRun(model.to(device).eval(), meta, config, path, torch.device(device))
 
 
+def describe_inference(loaded: LoadedRun) -> str:
+    """The line eval and predict print first: where and how the model runs."""
+    return (
+        f"inference on {loaded.device}, precision {loaded.precision} "
+        "(BatchNorm folded into convolutions, channels-last)"
+    )
+
+
 def load_for_inference(
     run: str | Path, device: str = "auto", precision: str = "auto", which: str = "best"
 ) -> LoadedRun:

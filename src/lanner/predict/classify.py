@@ -15,7 +15,7 @@ from lanner._io import write_text
 from lanner.data.cache import preprocess
 from lanner.data.images import is_image_file
 from lanner.errors import DataError
-from lanner.models.loading import load_for_inference
+from lanner.models.loading import describe_inference, load_for_inference
 from lanner.tasks.classify import Preprocessing, eval_batch
 
 
@@ -68,8 +68,6 @@ def predict_files(
     precision: str = "auto",
     **detect_options,
 ) -> list[dict]:
-    from lanner.eval.evaluate import describe_inference
-
     console = console or Console()
     loaded = load_for_inference(run, device, precision)
     console.print(describe_inference(loaded))
