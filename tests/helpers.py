@@ -39,10 +39,11 @@ def save_untrained_detector(run: Path, meta: dict, model_name: str = "fcos_test_
 
     from lanner.config import make_config
     from lanner.engine.checkpoint import save_checkpoint
-    from lanner.tasks.detect_setup import build_detector_from_meta
+    from lanner.rundir import CheckpointMeta
+    from lanner.tasks.detect.setup import build_detector_from_meta
 
     torch.manual_seed(0)
-    model = build_detector_from_meta(model_name, meta)
+    model = build_detector_from_meta(CheckpointMeta.from_checkpoint({"meta": meta, "model_name": model_name}))
     config = make_config({"data": "unused", "task": "detect", "model": model_name, "score_threshold": 0.0})
     save_checkpoint(
         run / "checkpoints" / "best.ckpt",
@@ -61,9 +62,9 @@ def save_untrained_classifier(run: Path, classes: list[str], image_size: int = 3
     import torch
 
     from lanner.config import make_config
+    from lanner.data.pixels import Preprocessing
     from lanner.engine.checkpoint import save_checkpoint
-    from lanner.tasks.classify import Preprocessing
-    from lanner.tasks.classify_setup import build_classifier
+    from lanner.models.classifiers import build_classifier
 
     torch.manual_seed(0)
     model, mean, std = build_classifier("test_resnet", len(classes))
@@ -87,3 +88,17 @@ def save_untrained_classifier(run: Path, classes: list[str], image_size: int = 3
         },
     )
     return run
+
+
+def write_tiny_class_folders(root: Path, per_class: int = 12) -> Path:
+    """Two classes of 16 px PNGs (dark vs bright squares), the same pixels on every call."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("dark", "bright")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 100, (16, 16, 3)) + 150 * c
+            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i:02d}.png")
+    return root

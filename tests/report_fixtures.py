@@ -20,7 +20,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import classification_report, confusion_matrix
 
-from lanner.report._builder import box_iou
+from lanner.data.geometry import box_iou
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 XSS_CLASS = "<img src=x onerror=alert(1)>"
@@ -248,7 +248,7 @@ def _paste_digits(rng, digits, size: tuple[int, int]) -> tuple[Image.Image, list
         side = int(rng.integers(min(w, h) // 8, min(w, h) // 4))
         x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
         box = [x, y, x + side, y + side]
-        if any(box_iou(box, b) > 0.1 for b in boxes):
+        if boxes and box_iou([box], boxes).max() > 0.1:
             continue
         canvas.paste(_digit_image(digits.images[int(rng.choice(pool))], side), (x, y))
         boxes.append(box)
@@ -295,7 +295,7 @@ def _pr_png(path: Path) -> None:
 
 def make_detect_run(root: Path, *, n_images: int = 24, size: tuple[int, int] = (320, 240)) -> Path:
     """A finished detection run evaluated on ``n_images`` canvases with digits pasted at known boxes."""
-    from lanner.report._builder import match_detections
+    from lanner.tasks.detect.report import match_detections
 
     digits = load_digits()
     run, data = root / "detect-run", root / "data-detect"

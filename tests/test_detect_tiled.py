@@ -9,13 +9,13 @@ import pytest
 from rich.console import Console
 
 from lanner import api
-from lanner.config import make_config
+from lanner.config import InferenceOptions, make_config
 from lanner.data.formats import read_dataset
 from lanner.demo_detect import write_digit_canvases
 from lanner.engine.checkpoint import load_checkpoint
 from lanner.engine.history import read_history
-from lanner.models.loading import load_run
-from lanner.predict.detect import predict_detection_files
+from lanner.tasks.detect.predict import predict_detection_files
+from lanner.tasks.loading import load_run
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,12 @@ def test_tiled_predictions_are_in_full_image_pixels(canvases, tiled_run, tmp_pat
     run, _ = tiled_run
     image = sorted((canvases / "val").glob("*.jpg"))[0]
     rows = predict_detection_files(
-        load_run(run), [str(image)], tmp_path / "out", format="csv", score_threshold=0.0
+        load_run(run),
+        [str(image)],
+        tmp_path / "out",
+        InferenceOptions(format="csv"),
+        Console(),
+        score_threshold=0.0,
     )
     boxes = np.array(rows[0]["boxes"]).reshape(-1, 4)
     assert len(boxes) and boxes.max() <= 640 and boxes[:, 2].max() > 160  # beyond the first tile

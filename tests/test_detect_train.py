@@ -18,8 +18,8 @@ from lanner.data.formats import read_dataset, write_dataset
 from lanner.data.records import Dataset
 from lanner.engine.history import read_history
 from lanner.errors import ConfigError
-from lanner.models.loading import load_run
-from lanner.tasks.detect_setup import load_detection_data
+from lanner.tasks.detect.setup import load_detection_data
+from lanner.tasks.loading import load_run
 
 TINY = {"model": "fcos_test_resnet", "image_size": 96, "batch_size": 4, "augment": "light"}
 
@@ -74,8 +74,8 @@ def test_training_writes_a_detection_run(trained):
 
 def test_detection_checkpoint_reloads(trained):
     loaded = load_run(trained)
-    assert loaded.meta["task"] == "detect" and loaded.classes == ["rbc", "wbc"]
-    assert loaded.meta["image_size"] == 96 and not loaded.model.training
+    assert loaded.meta.task == "detect" and loaded.classes == ["rbc", "wbc"]
+    assert loaded.meta.get("image_size") == 96 and not loaded.model.training
     with torch.no_grad():
         out = loaded.model([torch.rand(3, 96, 96)])
     assert set(out[0]) == {"boxes", "scores", "labels"}

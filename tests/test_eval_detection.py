@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lanner.data.detections import Detections
 from lanner.data.records import Dataset, ImageRecord
 from lanner.eval._coco import pr_curve
 from lanner.eval.detection import (
-    Detections,
     coco_evaluation,
     detections_to_coco,
     evaluate_detections,

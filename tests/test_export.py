@@ -14,10 +14,10 @@ from helpers import digit_images, save_untrained_classifier, save_untrained_dete
 
 from lanner.data.box_transforms import load_letterboxed
 from lanner.data.cache import preprocess
+from lanner.data.pixels import Preprocessing, eval_batch
 from lanner.export import export_run
-from lanner.models.loading import load_run
-from lanner.tasks.classify import Preprocessing, eval_batch
-from lanner.tasks.detect import detect_canvases
+from lanner.tasks.detect.training import detect_canvases
+from lanner.tasks.loading import load_run
 
 
 def _session(path) -> ort.InferenceSession:
@@ -36,7 +36,7 @@ def test_classifier_onnx_gives_the_probabilities_lanner_predicts(tmp_path):
         paths.append(tmp_path / f"{i}.png")
         img.convert("RGB").resize((50 + 10 * i, 50)).save(paths[-1])
     loaded = load_run(run)
-    prep = Preprocessing.from_dict(loaded.meta["preprocessing"])
+    prep = Preprocessing.from_dict(loaded.meta.get("preprocessing"))
     cached = np.stack([preprocess(p, prep.cache_size) for p in paths])  # [3, S', S', 3] uint8
     with torch.no_grad():
         want = loaded.model(eval_batch(cached, prep)).softmax(1).numpy()

@@ -14,12 +14,18 @@ from torch import nn
 from lanner.errors import ConfigError
 from lanner.models import create_model
 from lanner.models.inference import inference_model, resolve_inference
-from lanner.models.loading import load_for_inference
 from lanner.predict.tiled import score_floor
-from lanner.tasks.detect_setup import build_detector_from_meta
-from lanner.tasks.detect_tiled import CPU_TILE_BATCH, Tiling
+from lanner.rundir import CheckpointMeta
+from lanner.tasks.detect.setup import build_detector_from_meta
+from lanner.tasks.detect.tiled import CPU_TILE_BATCH, Tiling
+from lanner.tasks.loading import load_for_inference
 
-META = {"task": "detect", "classes": ["a", "b", "c"], "image_size": 64, "score_threshold": 0.0}
+META = CheckpointMeta.from_checkpoint(
+    {
+        "meta": {"task": "detect", "classes": ["a", "b", "c"], "image_size": 64, "score_threshold": 0.0},
+        "model_name": "fcos_test_resnet",
+    }
+)
 
 
 def _randomise_batchnorm(model: nn.Module) -> nn.Module:
@@ -34,6 +40,12 @@ def _randomise_batchnorm(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def _seeded_detector() -> nn.Module:
+    """The same random detector whatever ran before (near-tied boxes must not depend on test order)."""
+    torch.manual_seed(0)
+    return _randomise_batchnorm(build_detector_from_meta(META))
+
+
 def _batchnorms(model: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -44,7 +56,7 @@ def _images(n: int = 3, size: int = 64) -> list[torch.Tensor]:
 
 
 def test_folded_detector_gives_the_same_detections_and_leaves_the_original_alone():
-    model = _randomise_batchnorm(build_detector_from_meta("fcos_test_resnet", META))
+    model = _seeded_detector()
     fast = inference_model(model, "cpu", "32")
     assert _batchnorms(model) > 0 and _batchnorms(fast) == 0
     assert fast.label_offset == model.label_offset
@@ -72,7 +84,7 @@ def test_folded_classifier_gives_the_same_logits(name):
 
 
 def test_bf16_runs_the_backbone_in_bf16_and_returns_float32_boxes():
-    model = _randomise_batchnorm(build_detector_from_meta("fcos_test_resnet", META))
+    model = _seeded_detector()
     fast = inference_model(model, "cpu", "bf16")
     seen = []
     fast.backbone.module.register_forward_hook(lambda m, i, o: seen.extend(v.dtype for v in o.values()))
@@ -102,7 +114,7 @@ def test_device_and_precision_defaults(tmp_path):
     with pytest.raises(ValueError, match="precision 'fp8'"):
         inference_model(nn.Conv2d(3, 3, 1), "cpu", "fp8")
 
-    run = save_untrained_detector(tmp_path / "det", META)
+    run = save_untrained_detector(tmp_path / "det", META.to_checkpoint()["meta"])
     loaded = load_for_inference(run, "cpu", "auto")
     assert (loaded.device.type, loaded.precision) == ("cpu", "32") and _batchnorms(loaded.model) == 0
     if not torch.cuda.is_available():
@@ -119,7 +131,7 @@ def test_tile_batch_size_belongs_to_the_device_not_the_run():
 
 
 def test_score_floor_keeps_exactly_the_boxes_above_the_threshold():
-    model = _randomise_batchnorm(build_detector_from_meta("fcos_test_resnet", META))
+    model = _seeded_detector()
     images = _images(2)
     with torch.inference_mode():
         everything = model(images)

@@ -46,7 +46,7 @@ def test_nms_is_class_aware_and_accepts_tensors():
 
 def test_nms_with_ios_suppresses_a_box_inside_another():
     boxes = np.array([[0, 0, 100, 100], [0, 0, 30, 100]], np.float32)
-    assert len(nms(boxes, [0.9, 0.95], [0, 0], 0.5)[0]) == 2  # IoU 0.3: both kept
+    assert len(nms(boxes, [0.9, 0.95], [0, 0], 0.5)) == 2  # IoU 0.3: both kept
     kept, scores, _ = nms(boxes, [0.9, 0.95], [0, 0], 0.5, metric="ios")
     assert scores.tolist() == pytest.approx([0.95])
 
@@ -129,7 +129,7 @@ def test_stitching_chains_pieces_across_three_tiles_but_keeps_classes_apart():
 def test_without_the_partial_rule_the_cut_box_is_double_counted():
     """Why the rule exists: plain IoU-NMS keeps both the partial and the full box."""
     boxes, scores, labels, _ = _tile_detections(["A", "C"])
-    assert len(merge_detections(boxes, scores, labels, method="nms", metric="iou")[0]) == 2
+    assert len(merge_detections(boxes, scores, labels, method="nms", metric="iou")) == 2
 
 
 def test_separate_objects_stay_separate():

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from helpers import save_untrained_detector
 from PIL import Image
+from rich.console import Console
 
+from lanner.config import InferenceOptions
+from lanner.data.detections import Detections
 from lanner.data.formats import read_dataset
-from lanner.eval.detection import Detections
-from lanner.models.loading import load_run
-from lanner.predict.detect import FORMATS, WRITERS, predict_detection_files, render_image
+from lanner.tasks.detect.predict import FORMATS, WRITERS, predict_detection_files, render_image
+from lanner.tasks.loading import load_run
 
 META = {"task": "detect", "classes": ["rbc", "wbc"], "image_size": 64, "score_threshold": 0.0}
 
@@ -37,7 +39,9 @@ def images(shared_data, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_each_format_reads_back(run, images, tmp_path, fmt):
-    rows = predict_detection_files(load_run(run), [str(images)], tmp_path / "out", format=fmt)
+    rows = predict_detection_files(
+        load_run(run), [str(images)], tmp_path / "out", InferenceOptions(format=fmt), Console()
+    )
     assert sum(1 for r in rows if r["error"]) == 1  # the broken file is reported, not fatal
     target = tmp_path / "out" / WRITERS[fmt][1]
     back = read_dataset(target)
@@ -58,7 +62,9 @@ def test_each_format_reads_back(run, images, tmp_path, fmt):
 
 
 def test_tiled_prediction_streams_all_files_and_reports_the_broken_one_in_place(run, images, tmp_path):
-    rows = predict_detection_files(load_run(run), [str(images)], tmp_path / "tiled", format="coco", tile=64)
+    rows = predict_detection_files(
+        load_run(run), [str(images)], tmp_path / "tiled", InferenceOptions(format="coco", tile=64), Console()
+    )
     names = [Path(r["path"]).name for r in rows]
     assert names == sorted(names)  # input order, the broken file in its place
     assert [bool(r["error"]) for r in rows] == [n == "broken.jpg" for n in names]
@@ -68,7 +74,13 @@ def test_tiled_prediction_streams_all_files_and_reports_the_broken_one_in_place(
 
 
 def test_labelme_output_opens_in_labelme(run, images, tmp_path):
-    predict_detection_files(load_run(run), [str(images / "wide.png")], tmp_path / "out", format="labelme")
+    predict_detection_files(
+        load_run(run),
+        [str(images / "wide.png")],
+        tmp_path / "out",
+        InferenceOptions(format="labelme"),
+        Console(),
+    )
     doc = json.loads((tmp_path / "out" / "labelme" / "wide.json").read_text())
     assert doc["imageData"] is None and doc["imagePath"] == "wide.png"
     assert (tmp_path / "out" / "labelme" / doc["imagePath"]).exists()

@@ -13,7 +13,9 @@ import report_fixtures as F
 from PIL import Image
 
 from lanner.report import build_report, collect, script_json
-from lanner.report._builder import classify_badness, match_detections, select_images
+from lanner.report._builder import select_images
+from lanner.tasks.classify.report import classify_badness
+from lanner.tasks.detect.report import match_detections
 
 DATA_RE = re.compile(r'<script type="application/json" id="report-data">(.*?)</script>', re.S)
 
@@ -219,6 +221,6 @@ def test_select_images_keeps_each_class_and_sorts_worst_first():
     recs += [{"gt_label": 1, "pred_label": 1, "score": 0.99}] * 3
     for r in recs:
         r["badness"] = classify_badness(r)
-    chosen = select_images(recs, "classify", 10)
+    chosen = select_images(recs, lambda r: {r.get("gt_label")}, 10)
     assert len(chosen) == 10 and any(r["gt_label"] == 1 for r in chosen)
     assert [r["badness"] for r in chosen] == sorted((r["badness"] for r in chosen), reverse=True)

@@ -85,6 +85,28 @@ class TrainConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+class InferenceOptions(BaseModel):
+    """How ``lanner eval`` and ``lanner predict`` run a trained model (shared by both commands)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
+    precision: Literal["auto", "32", "bf16", "16-mixed"] = "auto"
+    tile: int | None = None  # detection: tile size; 0 = whole images; None = the run's own tiling
+    overlap: float | None = None
+    merge: str | None = None
+    merge_threshold: float | None = None
+    full_image_pass: bool | None = None
+    topk: int = 5  # classification: classes listed per image
+    format: str = "coco"  # detection output: coco, csv, labelme, yolo
+    render: Path | None = None  # detection: draw boxes on JPEG copies in this folder
+
+    def tiling_overrides(self) -> dict[str, Any]:
+        """The tiling settings given here, to override a detection run's own tiling."""
+        keys = ("tile", "overlap", "merge", "merge_threshold", "full_image_pass")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
 def parse_duration(text: str) -> float:
     """'90s', '15m', '1h30m', '2h' -> seconds."""
     parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", text)
@@ -164,6 +186,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 __all__ = [
     "SCHEDULES",
+    "InferenceOptions",
     "ScheduleSpec",
     "TrainConfig",
     "apply_overrides",

@@ -14,6 +14,10 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
+from lanner import api
+from lanner.config import make_config
+from lanner.demo_detect import run_detect_demo
+
 DIGIT_SIZE = 32  # pixels of the written PNGs (upscaled from 8x8)
 
 
@@ -45,12 +49,7 @@ def run_demo(
 ) -> Path:
     console = console or Console()
     if task == "detect":
-        from lanner.demo_detect import run_detect_demo
-
         return run_detect_demo(run=run, data_dir=data_dir, console=console)
-    from lanner import api
-    from lanner.config import make_config
-
     start = time.perf_counter()
     data = write_digits(Path(data_dir or "runs/demo-data/digits"))
     console.print(f"wrote scikit-learn's handwritten digits to {data} (train/ and test/ class folders)")

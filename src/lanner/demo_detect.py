@@ -8,6 +8,7 @@ the same model run on the whole canvas downscaled to its input size is printed n
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
+from lanner import api
+from lanner.config import make_config
+from lanner.data.formats import write_dataset
 from lanner.data.records import Dataset, ImageRecord
 
 DEMO_DIGITS = (0, 1, 2, 3)  # four classes keep the demo short on a CPU
@@ -86,10 +90,6 @@ def write_digit_canvases(
 ) -> Path:
     """Write the canvases as a COCO dataset in Roboflow's layout (``out/{train,val}/`` with
     ``_annotations.coco.json``); returns ``out``."""
-    import shutil
-
-    from lanner.data.formats import write_dataset
-
     rng = np.random.default_rng(seed)
     bank = _digit_bank()
     staging = out.parent / f".{out.name}-staging"
@@ -119,9 +119,6 @@ def write_digit_canvases(
 def run_detect_demo(
     run: str | None = None, data_dir: Path | None = None, console: Console | None = None, minutes: float = 3.0
 ) -> Path:
-    from lanner import api
-    from lanner.config import make_config
-
     console = console or Console()
     start = time.perf_counter()
     ann = write_digit_canvases(Path(data_dir or "runs/demo-data/digit-canvases"))

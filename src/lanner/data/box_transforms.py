@@ -24,10 +24,10 @@ from torchvision.ops import roi_align
 
 from lanner.data.cache import build_image_cache
 from lanner.data.images import open_image
+from lanner.data.pixels import to_float
 from lanner.data.records import Issue
 from lanner.data.tiling import clip_targets
 from lanner.errors import DataError
-from lanner.tasks.classify import to_float
 
 FILL = (124, 116, 104)  # ImageNet mean as uint8: padding that normalises to ~0
 LETTERBOX_CACHE_VERSION = 1

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from lanner._io import write_text
-from lanner.data.records import Dataset
+from lanner.data.records import Dataset, canonical_split
+from lanner.errors import CheckpointError
 
 
 def assign_validation_split(dataset: Dataset, fraction: float, seed: int) -> bool:
@@ -47,11 +48,9 @@ def write_split(path: str | Path, dataset: Dataset) -> None:
     write_text(path, buf.getvalue())
 
 
-def apply_saved_split(dataset: Dataset, run_dir: Path) -> None:
-    """On resume or eval, reuse the run's recorded split instead of drawing a new one."""
-    from lanner.errors import CheckpointError
-
-    split_file = Path(run_dir) / "split.csv"
+def apply_saved_split(dataset: Dataset, split_file: Path) -> None:
+    """On resume or eval, reuse the run's recorded split (its split.csv) instead of drawing a new one."""
+    split_file = Path(split_file)
     if not split_file.exists():
         raise CheckpointError(f"{split_file}: missing; cannot restore this run's train/val split")
     with split_file.open(newline="") as f:
@@ -60,11 +59,28 @@ def apply_saved_split(dataset: Dataset, run_dir: Path) -> None:
         r.split = saved.get(str(r.path), r.split)
 
 
-def split_for_run(dataset: Dataset, run_dir: Path, fraction: float, seed: int, fresh: bool) -> bool:
+def split_for_run(dataset: Dataset, split_file: Path, fraction: float, seed: int, fresh: bool) -> bool:
     """A new run draws (and records) its split; a resumed one restores it. True if one was drawn."""
     if not fresh:
-        apply_saved_split(dataset, run_dir)
+        apply_saved_split(dataset, split_file)
         return False
     made = assign_validation_split(dataset, fraction, seed)
-    write_split(Path(run_dir) / "split.csv", dataset)
+    write_split(split_file, dataset)
     return made
+
+
+def default_split(dataset: Dataset) -> str | None:
+    """The split named test, else val; None (all images) when the data has no splits."""
+    splits = set(dataset.splits)
+    return next((s for s in ("test", "val") if s in splits), None)
+
+
+def select_splits(dataset: Dataset, split: str | None) -> tuple[Dataset, str | None]:
+    """``--split``: one name, several joined by commas or '+' (``val,test``), or None for the default."""
+    if split is None:
+        split = default_split(dataset)
+        return dataset.subset(split), split
+    names = [canonical_split(s.strip()) for s in split.replace("+", ",").split(",") if s.strip()]
+    records = [r for r in dataset.records if r.split in names]
+    subset = Dataset(dataset.classes, records, dataset.task, dataset.root, dataset.format, dataset.issues)
+    return subset, "+".join(names)

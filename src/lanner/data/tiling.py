@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lanner.data.geometry import box_area
 from lanner.data.images import _to_rgb, errors_name_the_file, image_size
 from lanner.data.records import Dataset
 from lanner.errors import ConfigError
@@ -104,10 +105,6 @@ class Tile:
         return len(self.boxes) == 0
 
 
-def _box_area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
 def _clip_to_window(boxes: np.ndarray, window: Window) -> np.ndarray:
     """Boxes [N, 4] clipped to the window and shifted into tile coordinates."""
     x0, y0, x1, y1 = window
@@ -134,12 +131,12 @@ def clip_targets(
     model should neither be rewarded nor punished for firing on a sliver of an object.
     """
     clipped = _clip_to_window(boxes, window)
-    full_area = _box_area(boxes.astype(np.float32))
-    visible_area = _box_area(clipped)
+    full_area = box_area(boxes.astype(np.float32))
+    visible_area = box_area(clipped)
     visible = visible_area > 0
     keep = visible & (visible_area >= min_visibility * full_area)
     regions = _clip_to_window(ignore, window)
-    regions = regions[_box_area(regions) > 0]
+    regions = regions[box_area(regions) > 0]
     if cut_to_ignore:
         regions = np.concatenate([regions, clipped[visible & ~keep]]).astype(np.float32)
     return clipped[keep], labels[keep], iscrowd[keep], regions.reshape(-1, 4)

@@ -10,6 +10,7 @@ import torch
 from lanner import __version__
 from lanner._io import write_atomic
 from lanner.errors import CheckpointError
+from lanner.rundir import RunDir
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -32,12 +33,4 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def find_checkpoint(run: str | Path, which: str = "best") -> Path:
     """Resolve a run directory (or a checkpoint file) to a checkpoint file."""
     run = Path(run)
-    if run.is_file():
-        return run
-    if not run.is_dir():
-        raise CheckpointError(f"{run}: no such run directory or checkpoint")
-    for name in (which, "last", "best"):
-        path = run / "checkpoints" / f"{name}.ckpt"
-        if path.exists():
-            return path
-    raise CheckpointError(f"{run}: no checkpoints/ in this run (was it started with `lanner train`?)")
+    return run if run.is_file() else RunDir(run).find_checkpoint(which)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lanner.engine.plots import plt, save_figure
+from lanner.engine.trainer import optimizer_step
 from lanner.errors import ConfigError
 
 
@@ -150,10 +152,6 @@ def cycle_epochs(train_batches: Callable[[int], Iterable]) -> Iterator:
 
 
 def plot_lr_find(result: LRFindResult, path) -> None:
-    import matplotlib.pyplot as plt
-
-    from lanner.engine.plots import save_figure
-
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(result.lrs, result.losses, color="#9aa4b2", lw=1, label="loss per step")
     ax.plot(result.lrs, result.smoothed, color="#1f6feb", lw=2, label="smoothed")
@@ -175,7 +173,6 @@ def training_step_fn(
     task, model: torch.nn.Module, optimizer, autocast, scaler
 ) -> Callable[[object, float], float]:
     """One optimizer step at a given LR, exactly as training takes it (a non-finite loss: no update)."""
-    from lanner.engine.trainer import optimizer_step
 
     def step(batch, lr: float) -> float:
         return optimizer_step(task, model, optimizer, scaler, autocast, batch, lr)[0]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+import platform
 from pathlib import Path
 
 import torch
 from torch import nn
 
+import lanner
 from lanner.config import TrainConfig
 from lanner.engine.schedules import Segment
 from lanner.errors import ConfigError
@@ -19,23 +21,6 @@ DEFAULT_LR = {"adamw": 1e-3, "adam": 1e-3, "sgd": 0.05}
 
 def now() -> str:
     return dt.datetime.now().isoformat(timespec="seconds")
-
-
-def choose_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available on this machine")
-    return device
-
-
-def choose_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32"  # CPU autocast is slower than fp32 for most convolution kernels
 
 
 def default_workers() -> int:
@@ -100,10 +85,6 @@ def first_segment(config: TrainConfig, steps_per_epoch: int) -> Segment:
 
 def hardware_info(device: torch.device, precision: str) -> dict:
     """What the run ran on, for the report (numbers differ wildly between machines)."""
-    import platform
-
-    import lanner
-
     info = {
         "device": str(device),
         "precision": precision,

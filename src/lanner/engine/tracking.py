@@ -21,9 +21,10 @@ from pathlib import Path
 from rich.console import Console
 
 from lanner._io import write_json
+from lanner.engine.callbacks import Callback, RunStart
 from lanner.errors import ConfigError
+from lanner.rundir import RunDir
 
-STATE_FILE = "tracking.json"
 ARTIFACTS = (
     "history.csv",
     "segments.json",
@@ -47,7 +48,27 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-class MLflowTracker:
+_TRACKERS: dict[str, type] = {}
+
+
+def register_tracker(name: str):
+    """Class decorator: ``--track NAME`` builds this tracker as ``cls(run_dir, uri, experiment, console)``."""
+
+    def wrap(cls: type) -> type:
+        if name in _TRACKERS:
+            raise ValueError(f"tracker {name!r} is already registered")
+        _TRACKERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def tracker_names() -> list[str]:
+    return sorted(_TRACKERS)
+
+
+@register_tracker("mlflow")
+class MLflowTracker(Callback):
     def __init__(self, run_dir: Path, uri: str | None, experiment: str, console: Console) -> None:
         try:
             import mlflow
@@ -69,6 +90,19 @@ class MLflowTracker:
             ) from e
         self.run_id: str | None = None
 
+    # ------------------------------------------------------------------------------ callbacks
+    def on_start(self, start: RunStart) -> None:
+        if start.resumed:
+            self.resume(start.segment, start.changes)
+        else:
+            self.start(start.config, start.tags)
+
+    def on_epoch_end(self, row: dict) -> None:
+        self.log_epoch(row)
+
+    def on_stop(self, status: str) -> None:
+        self.finish(status)
+
     # ------------------------------------------------------------------------------ run lifecycle
     def start(self, config: dict, tags: dict) -> None:
         """A new MLflow run for a new lanner run; its id is saved in RUN/tracking.json."""
@@ -84,12 +118,14 @@ class MLflowTracker:
             self.client.log_batch(
                 self.run_id, params=[Param(k, v[:6000]) for k, v in items[start : start + 100]]
             )
-        write_json(self.run_dir / STATE_FILE, {"backend": "mlflow", "uri": self.uri, "run_id": self.run_id})
+        write_json(
+            RunDir(self.run_dir).tracking, {"backend": "mlflow", "uri": self.uri, "run_id": self.run_id}
+        )
         self.console.print(f"tracking: MLflow run {self.run_id} at {self.uri}")
 
     def resume(self, segment: int, changes: dict) -> None:
         """Continue the lanner run's MLflow run; the resume's changes become a tag."""
-        state = json.loads((self.run_dir / STATE_FILE).read_text())
+        state = json.loads(RunDir(self.run_dir).tracking.read_text())
         self.run_id = state["run_id"]
         self.client.update_run(self.run_id, status="RUNNING")
         self.client.set_tag(
@@ -137,8 +173,9 @@ class MLflowTracker:
 
 
 def make_tracker(kind: str | None, run_dir: Path, uri: str | None, experiment: str, console: Console):
+    """The tracker registered as ``kind`` (None: no tracking); it checks its server before training."""
     if kind is None:
         return None
-    if kind != "mlflow":
-        raise ConfigError(f"--track {kind!r}: only 'mlflow' is supported")
-    return MLflowTracker(run_dir, uri, experiment, console)
+    if kind not in _TRACKERS:
+        raise ConfigError(f"--track {kind!r}: lanner knows {', '.join(tracker_names())}")
+    return _TRACKERS[kind](run_dir, uri, experiment, console)

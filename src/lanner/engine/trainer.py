@@ -28,10 +28,14 @@ from rich.progress import (
 )
 
 from lanner.engine import distributed
+from lanner.engine.callbacks import Callback
 from lanner.engine.checkpoint import save_checkpoint
 from lanner.engine.history import write_history, write_segments
 from lanner.engine.plots import plot_curves
 from lanner.engine.schedules import Segment, lr_at
+from lanner.models.devices import autocast_for
+from lanner.models.weights import set_backbone_trainable
+from lanner.rundir import CheckpointMeta, RunDir
 
 
 class TrainTask(Protocol):
@@ -76,14 +80,6 @@ class TrainState:
         d = dict(d)
         d["segments"] = [Segment.from_dict(s) for s in d["segments"]]
         return cls(**d)
-
-
-def autocast_for(device: torch.device, precision: str):
-    """The autocast context of a precision setting (a no-op context for 32)."""
-    if precision in ("bf16", "16-mixed"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def optimizer_step(task, model, optimizer, scaler, autocast, batch, lr: float) -> tuple[float, int]:
@@ -148,14 +144,14 @@ class Trainer:
         time_budget_s: float | None = None,
         freeze_epochs: int = 0,
         dist: distributed.Distributed = distributed.SINGLE,
-        tracker=None,
+        callbacks: Callback | None = None,
     ) -> None:
         """``model`` may be DDP-wrapped (``dist`` enabled); ``task`` then hands out this process's share."""
         self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
         self.raw_model = distributed.unwrap(model)  # what is validated and saved
         self.dist = dist
-        self.tracker = tracker  # lanner.engine.tracking, or None
-        self.run_dir, self.device, self.precision = Path(run_dir), device, precision
+        self.callbacks = callbacks or Callback()  # told of every epoch on process 0
+        self.run, self.device, self.precision = RunDir(run_dir), device, precision
         self.extra_checkpoint = extra_checkpoint
         self.console = console or Console()
         self.time_budget_s = time_budget_s
@@ -249,8 +245,7 @@ class Trainer:
         self._refit_time_budget()
         if self.dist.is_main:
             self._write_outputs(improved)
-            if self.tracker is not None:
-                self.tracker.log_epoch(row)
+            self.callbacks.on_epoch_end(row)
         self._print_epoch(row, improved)
         return self._should_stop()
 
@@ -287,23 +282,23 @@ class Trainer:
 
     def _write_outputs(self, improved: bool) -> None:
         st = self.state
-        write_history(self.run_dir / "history.csv", st.history)
-        write_segments(self.run_dir / "segments.json", [s.to_dict() for s in st.segments])
-        plot_curves(st.history, [s.to_dict() for s in st.segments], self.run_dir / "plots" / "curves.png")
+        write_history(self.run.history, st.history)
+        write_segments(self.run.segments, [s.to_dict() for s in st.segments])
+        plot_curves(st.history, [s.to_dict() for s in st.segments], self.run.curves_plot)
         self._save("last")
         if improved:
             self._save("best")
 
     def _save(self, which: str) -> Path:
+        meta = CheckpointMeta.from_checkpoint({"meta": self.task.meta(), **self.extra_checkpoint})
         state = {
-            **self.extra_checkpoint,
-            "meta": self.task.meta(),
+            **meta.to_checkpoint(),
             "state_dict": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "train_state": self.state.to_dict(),
         }
-        return save_checkpoint(self.run_dir / "checkpoints" / f"{which}.ckpt", state)
+        return save_checkpoint(self.run.checkpoint(which), state)
 
     def _maybe_fit_time_budget(self, epoch_start: float, steps_done: int) -> None:
         """With --time, size the run from the first steps' speed and lay the schedule over it."""
@@ -348,8 +343,6 @@ class Trainer:
     def _set_freeze(self, epoch: int) -> None:
         if self.freeze_epochs <= 0:
             return
-        from lanner.models.registry import set_backbone_trainable
-
         set_backbone_trainable(self.raw_model, trainable=epoch >= self.freeze_epochs)
         if epoch == self.freeze_epochs:
             self.console.print(f"epoch {epoch + 1}: backbone unfrozen, training all layers")

@@ -16,6 +16,8 @@ import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from lanner._io import write_json, write_text
+from lanner.engine.plots import plt, save_figure
+from lanner.rundir import RunDir
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,8 +99,6 @@ def write_confusion_matrix(cm: list[list[int]], classes: list[str], out_dir: Pat
 
 
 def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> None:
-    from lanner.engine.plots import plt, save_figure
-
     n = len(classes)
     size = min(14, 2.5 + 0.45 * n)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
@@ -125,15 +125,13 @@ def _plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> None:
     save_figure(fig, path)
 
 
-def write_classification_outputs(
-    metrics: dict, items: list[dict], out_dir: Path, run_dir: Path, split: str | None
-) -> None:
-    """metrics.json (run dir), eval/{confusion_matrix.csv,png, report.txt, predictions.json}."""
-    metrics = {**metrics, "split": split}
-    write_json(run_dir / "metrics.json", metrics)
+def write_classification_outputs(metrics: dict, items: list[dict], run: RunDir, split: str | None) -> None:
+    """metrics.json, eval/{confusion_matrix.csv,png, classification_report.txt, predictions.json}."""
+    metrics, out_dir = {**metrics, "split": split}, run.eval
+    write_json(run.metrics, metrics)
     write_confusion_matrix(metrics["confusion_matrix"], metrics["classes"], out_dir)
     write_text(out_dir / "classification_report.txt", format_report(metrics))
     write_json(
-        out_dir / "predictions.json",
+        run.eval_predictions,
         {"task": "classify", "classes": metrics["classes"], "split": split, "images": items},
     )

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from lanner._io import write_atomic, write_json, write_text
+from lanner.data.detections import Detections
+from lanner.data.geometry import box_ioa, box_iou
 from lanner.data.records import Dataset, ImageRecord
 from lanner.eval._coco import (
     CocoResult,
@@ -49,9 +51,9 @@ from lanner.eval._coco import (
     run_cocoeval,
     to_coco,
 )
+from lanner.eval.detection_plots import plot_confusion_matrix, plot_pr_curves
 
 __all__ = [
-    "Detections",
     "evaluate_detections",
     "write_detection_outputs",
     "to_coco",
@@ -61,67 +63,6 @@ __all__ = [
 ]
 
 BACKGROUND = "background"
-
-
-@dataclass
-class Detections:
-    """Predictions for one image, xyxy pixels of the full upright image."""
-
-    boxes: np.ndarray  # [K, 4] float
-    scores: np.ndarray  # [K]
-    labels: np.ndarray  # [K] int class index
-
-    def __post_init__(self) -> None:
-        # Accept lists/tensors-as-arrays and empty inputs of any shape; fail early on mismatches.
-        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
-        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        if not len(self.boxes) == len(self.scores) == len(self.labels):
-            raise ValueError(
-                f"Detections need as many boxes, scores and labels; got "
-                f"{len(self.boxes)}, {len(self.scores)}, {len(self.labels)}"
-            )
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def above(self, score_threshold: float) -> Detections:
-        """The detections scoring at least ``score_threshold``, highest score first (stable)."""
-        order = np.argsort(-self.scores, kind="mergesort")
-        order = order[self.scores[order] >= score_threshold]
-        return Detections(self.boxes[order], self.scores[order], self.labels[order])
-
-
-# ---------------------------------------------------------------- box geometry
-
-
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
-def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(bottom_right - top_left, 0, None)
-    return wh[..., 0] * wh[..., 1]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[len(a), len(b)] IoU of xyxy boxes (COCO's continuous-pixel convention: no +1)."""
-    inter = _intersections(a, b)
-    union = _areas(a)[:, None] + _areas(b)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
-def box_ioa(a: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """[len(a), len(regions)] share of each box of ``a`` inside each region (COCO's crowd overlap)."""
-    inter = _intersections(a, regions)
-    area = _areas(a)[:, None]
-    return np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)
 
 
 # ---------------------------------------------------------------- matching at the operating point
@@ -392,8 +333,6 @@ def write_detection_outputs(
 
     ``out_dir`` is the ``eval`` directory itself. Every file is written atomically.
     """
-    from lanner.eval.detection_plots import plot_confusion_matrix, plot_pr_curves
-
     _check_inputs(dataset, predictions)
     out_dir = Path(out_dir)
     classes = list(dataset.classes)

@@ -35,14 +35,11 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FeaturePyramidNetwork
 
-from lanner.models.registry import DEFAULT_MODELS, register_model
+from lanner.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FCOS_STRIDES = (8, 16, 32)
-
-DEFAULT_MODELS[("detect", "cpu")] = ("fcos_resnet18", 320)
-DEFAULT_MODELS[("detect", "cuda")] = ("fcos_resnet50", 640)
 
 
 class TimmFPN(nn.Module):

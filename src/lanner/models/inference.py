@@ -24,7 +24,7 @@ import warnings
 import torch
 from torch import nn
 
-from lanner.engine.setup import choose_device, choose_precision
+from lanner.models.devices import choose_device, choose_precision
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16-mixed": torch.float16}
 

@@ -1,8 +1,8 @@
 """Merging detections from overlapping tiles into one set per image.
 
 All functions are class-aware (boxes of different labels never interact), take numpy arrays or
-torch tensors and return numpy ``(boxes [K, 4] float32 xyxy, scores [K] float32, labels [K] int64)``
-sorted by descending score.
+torch tensors and return :class:`~lanner.data.detections.Detections` (boxes [K, 4] float32 xyxy,
+scores [K] float32, labels [K] int64; it unpacks as that triple) sorted by descending score.
 
 Boxes cut by a tile edge ("partials") are the main source of double counting: an object on a
 tile border shows up as a truncated box on one tile and a whole box on the neighbour, and the two
@@ -29,10 +29,12 @@ from typing import Literal
 import numpy as np
 import torch
 from scipy.sparse.csgraph import connected_components
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import batched_nms
+
+from lanner.data.detections import Detections
+from lanner.data.geometry import box_area, box_intersection, box_ios, box_iou
 
 Metric = Literal["iou", "ios"]
-Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [K, 4], scores [K], labels [K]
 
 
 def _np(x, dtype) -> np.ndarray:
@@ -42,42 +44,24 @@ def _np(x, dtype) -> np.ndarray:
 
 
 def as_detections(boxes, scores, labels) -> Detections:
-    """Detections as numpy arrays with the canonical shapes and dtypes."""
-    return (
-        _np(boxes, np.float32).reshape(-1, 4),
-        _np(scores, np.float32).reshape(-1),
-        _np(labels, np.int64).reshape(-1),
-    )
+    """Detections in float32 (tile merging's precision) with the canonical shapes."""
+    return Detections(_np(boxes, np.float32), _np(scores, np.float32), _np(labels, np.int64))
 
 
 def _empty() -> Detections:
-    return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection areas [A, B]."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])  # [A, B, 2]
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(bottom_right - top_left, 0, None)
-    return wh[..., 0] * wh[..., 1]
+    return Detections.empty(np.float32)
 
 
 def pairwise_overlap(a: np.ndarray, b: np.ndarray, metric: Metric = "iou") -> np.ndarray:
     """Overlap matrix [A, B] between two box sets: IoU, or IoS (intersection over the smaller box).
 
-    IoU comes from torchvision; IoS is written here because torchvision has no such op.
+    Both from :mod:`lanner.data.geometry`, in the boxes' own precision.
     """
     if metric == "iou":
-        return box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+        return box_iou(a, b)
     if metric != "ios":
         raise ValueError(f"overlap metric must be 'iou' or 'ios', got {metric!r}")
-    inter = _intersection(a, b)
-    smaller = np.minimum(_area(a)[:, None], _area(b)[None, :])
-    return inter / np.maximum(smaller, 1e-9)
+    return box_ios(a, b)
 
 
 def _rank_order(scores: np.ndarray, partial: np.ndarray | None) -> np.ndarray:
@@ -104,7 +88,7 @@ def _by_class(
         out_labels.append(np.full(len(s), label, np.int64))
     b, s, lab = np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_labels)
     order = np.argsort(-s, kind="stable")
-    return b[order].astype(np.float32), s[order].astype(np.float32), lab[order]
+    return Detections(b[order].astype(np.float32), s[order].astype(np.float32), lab[order])
 
 
 def greedy_clusters(
@@ -148,7 +132,7 @@ def nms(boxes, scores, labels, iou: float, *, metric: Metric = "iou", partial=No
             rank = rank + (~_np(partial, bool).reshape(-1)) * (rank.max() - rank.min() + 1.0)
         keep = batched_nms(torch.from_numpy(b).double(), torch.from_numpy(rank), torch.from_numpy(lab), iou)
         keep = keep.numpy()
-        return b[keep], s[keep], lab[keep]
+        return Detections(b[keep], s[keep], lab[keep])
 
     def keep_keepers(b, s, part):
         keepers = [c[0] for c in greedy_clusters(b, s, iou, metric, part)]
@@ -249,10 +233,11 @@ def absorb_partials(boxes, scores, labels, partial, threshold: float) -> tuple[D
         whole = np.flatnonzero(~partial & (labels == label))
         if len(whole):
             inside = (
-                _intersection(boxes[pieces], boxes[whole]) / np.maximum(_area(boxes[pieces]), 1e-9)[:, None]
+                box_intersection(boxes[pieces], boxes[whole])
+                / np.maximum(box_area(boxes[pieces]), 1e-9)[:, None]
             )
             drop[pieces[inside.max(1) >= threshold]] = True  # inside: [P, F]
-    return (boxes[~drop], scores[~drop], labels[~drop]), partial[~drop]
+    return Detections(boxes[~drop], scores[~drop], labels[~drop]), partial[~drop]
 
 
 def stitch_partials(boxes, scores, labels, partial, threshold: float) -> tuple[Detections, np.ndarray]:
@@ -278,8 +263,8 @@ def stitch_partials(boxes, scores, labels, partial, threshold: float) -> tuple[D
                 np.full(n, label, np.int64),
             )
         )
-    stitched = tuple(np.concatenate(parts) for parts in zip(*out, strict=True))
-    new_partial = np.zeros(len(stitched[1]), bool)
+    stitched = Detections(*(np.concatenate(parts) for parts in zip(*out, strict=True)))
+    new_partial = np.zeros(len(stitched), bool)
     new_partial[int((~partial).sum()) :] = True
     return stitched, new_partial
 

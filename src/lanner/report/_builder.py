@@ -7,13 +7,8 @@ user's data is ever parsed as HTML. The data travels as JSON in ``<script type="
 outside the file.
 
 "Worst first" (the gallery order and the choice of which images to embed when there are more than
-``max_images``):
-
-* classification: misclassified images first, the most confident mistakes first; then correct images,
-  the least confident first.
-* detection: at the report's score threshold, images with the most errors first, where errors =
-  false positives + wrong-class predictions + missed ground-truth boxes; ties broken by the highest score
-  among the wrong predictions (confident mistakes are worse).
+``max_images``) is each task's own rule (``Task.gallery_prepare``): for classification the most
+confident mistakes first; for detection the images with the most errors at the report's threshold.
 """
 
 from __future__ import annotations
@@ -26,6 +21,7 @@ import json
 import math
 import re
 import secrets
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,8 +31,9 @@ import yaml
 from lanner._io import write_text
 from lanner.data.images import open_image
 from lanner.errors import CheckpointError, DataError
+from lanner.rundir import RunDir
+from lanner.tasks import get_task
 
-IOU_MATCH = 0.5
 DEFAULT_THRESHOLD = 0.5
 MAX_SIDE = 512
 TOTAL_IMAGE_BUDGET = 12_000_000  # bytes of base64 image data for the whole gallery (keeps the file < 15 MB)
@@ -53,7 +50,7 @@ def build_report(
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: run directory not found")
     data = collect(run_dir, max_images=max_images, max_side=max_side)
-    out = Path(out) if out is not None else run_dir / "report.html"
+    out = Path(out) if out is not None else RunDir(run_dir).report
     write_text(out, render(data))
     return out
 
@@ -61,10 +58,11 @@ def build_report(
 def collect(run_dir: Path, *, max_images: int = 100, max_side: int = MAX_SIDE) -> dict[str, Any]:
     """Everything the page shows, as one JSON-safe dict; missing or broken files become ``problems``."""
     problems: list[str] = []
-    config = _read(run_dir / "config.yaml", _load_yaml, problems) or {}
-    metrics = _read(run_dir / "metrics.json", _load_json, problems) or {}
-    predictions = _read(run_dir / "eval" / "predictions.json", _load_json, problems) or {}
-    segments = _read(run_dir / "segments.json", _load_json, problems) or []
+    run = RunDir(run_dir)
+    config = _read(run.config, _load_yaml, problems) or {}
+    metrics = _read(run.metrics, _load_json, problems) or {}
+    predictions = _read(run.eval_predictions, _load_json, problems) or {}
+    segments = _read(run.segments, _load_json, problems) or []
     task = metrics.get("task") or predictions.get("task") or config.get("task") or "classify"
     classes = list(metrics.get("classes") or predictions.get("classes") or [])
     threshold = _threshold(metrics, config)
@@ -73,12 +71,12 @@ def collect(run_dir: Path, *, max_images: int = 100, max_side: int = MAX_SIDE) -
         "task": task,
         "classes": [str(c) for c in classes],
         "config": config,
-        "history": _read(run_dir / "history.csv", _load_history, problems) or {},
+        "history": _read(run.history, _load_history, problems) or {},
         "segments": segments if isinstance(segments, list) else [],
-        "data_check": _read(run_dir / "data_check.json", _load_json, problems),
+        "data_check": _read(run.data_check, _load_json, problems),
         "metrics": metrics,
         "hardware": _hardware(run_dir, segments, metrics, problems),
-        "pr_curves": _plot_uri(run_dir / "eval" / "pr_curves.png", problems),
+        "pr_curves": _plot_uri(run.pr_curves, problems),
         "threshold": threshold,
         "gallery": None,
         "problems": problems,
@@ -168,7 +166,7 @@ def _threshold(metrics: dict, config: dict) -> float:
 
 def _hardware(run_dir: Path, segments: Any, metrics: dict, problems: list[str]) -> Any:
     """Hardware as recorded by the engine: hardware.json, else the latest segment's or metrics' entry."""
-    found = _read(run_dir / "hardware.json", _load_json, problems)
+    found = _read(RunDir(run_dir).hardware, _load_json, problems)
     if found:
         return found
     if isinstance(segments, list):
@@ -219,30 +217,27 @@ def _gallery(
     max_side: int,
     problems: list[str],
 ) -> dict[str, Any]:
+    plugin = get_task(task)
     records = [dict(r) for r in predictions["images"] if isinstance(r, dict)]
     for r in records:
-        if task == "detect":
-            r.update(match_detections(r))
-            r["badness"] = detect_badness(r, threshold)
-        else:
-            r["badness"] = classify_badness(r)
-    chosen = select_images(records, task, max_images)
+        plugin.gallery_prepare(r, threshold)
+    chosen = select_images(records, plugin.gallery_classes, max_images)
     bases = _search_bases(run_dir, config)
     per_image = min(PER_IMAGE_CAP, TOTAL_IMAGE_BUDGET // max(1, len(chosen)))
     missing = 0
     items = []
     for r in chosen:
-        item = _gallery_item(r, task, bases, max_side, per_image)
+        item = _gallery_item(r, plugin.gallery_keys, bases, max_side, per_image)
         missing += item["src"] is None
         items.append(item)
     if missing:
         problems.append(
             f"{missing} of {len(chosen)} gallery images could not be read; boxes are drawn on grey"
         )
-    return {"total": len(records), "shown": len(items), "iou": IOU_MATCH, "images": items}
+    return {"total": len(records), "shown": len(items), "images": items}
 
 
-def _gallery_item(r: dict, task: str, bases: list[Path], max_side: int, max_bytes: int) -> dict[str, Any]:
+def _gallery_item(r: dict, keys: tuple, bases: list[Path], max_side: int, max_bytes: int) -> dict[str, Any]:
     path_text = str(r.get("path", ""))
     src, size = None, None
     found = _resolve(path_text, bases)
@@ -263,20 +258,6 @@ def _gallery_item(r: dict, task: str, bases: list[Path], max_side: int, max_byte
         "src": src,
         "badness": r["badness"],
     }
-    keys = (
-        ("gt_label", "pred_label", "score", "topk")
-        if task != "detect"
-        else (
-            "gt_boxes",
-            "gt_labels",
-            "pred_boxes",
-            "pred_labels",
-            "pred_scores",
-            "pred_match",
-            "pred_wrong",
-            "gt_hit_score",
-        )
-    )
     item.update({k: r.get(k) for k in keys})
     return item
 
@@ -327,70 +308,7 @@ def _encode(img, max_side: int, max_bytes: int) -> tuple[str, tuple[int, int]]:
         side = int(side * 0.7)
 
 
-# ---------------------------------------------------------------------------------------- error analysis
-def box_iou(a: list[float], b: list[float]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_detections(r: dict, iou: float = IOU_MATCH) -> dict[str, list]:
-    """Greedy matching in descending score order (COCO style), valid at every score threshold at once.
-
-    Because a prediction's match depends only on higher-scored predictions, the matches at threshold t
-    are exactly the matches of the predictions scoring >= t. Returns per prediction ``pred_match`` (gt
-    index or -1) and ``pred_wrong`` (for an unmatched prediction, the gt index of another class it
-    overlaps with IoU >= ``iou``, else -1), and per ground-truth box ``gt_hit_score`` (score of the
-    prediction that found it, or null: a gt box counts as missed at threshold t when that is < t).
-    """
-    gt_boxes, gt_labels = list(r.get("gt_boxes") or []), list(r.get("gt_labels") or [])
-    boxes, labels = list(r.get("pred_boxes") or []), list(r.get("pred_labels") or [])
-    scores = list(r.get("pred_scores") or [1.0] * len(boxes))
-    pred_match, pred_wrong = [-1] * len(boxes), [-1] * len(boxes)
-    gt_hit: list[float | None] = [None] * len(gt_boxes)
-    for p in sorted(range(len(boxes)), key=lambda i: -scores[i]):
-        best, best_iou, other, other_iou = -1, iou, -1, iou
-        for g, gbox in enumerate(gt_boxes):
-            overlap = box_iou(boxes[p], gbox)
-            if gt_labels[g] == labels[p]:
-                if gt_hit[g] is None and overlap >= best_iou:
-                    best, best_iou = g, overlap
-            elif overlap >= other_iou:
-                other, other_iou = g, overlap
-        if best >= 0:
-            pred_match[p], gt_hit[best] = best, scores[p]
-        else:
-            pred_wrong[p] = other
-    return {"pred_match": pred_match, "pred_wrong": pred_wrong, "gt_hit_score": gt_hit}
-
-
-def detect_badness(r: dict, threshold: float) -> list[float]:
-    """Sort key (bigger = worse): [errors at threshold, highest score among the wrong predictions]."""
-    scores = list(r.get("pred_scores") or [1.0] * len(r["pred_match"]))
-    wrong = [s for s, m in zip(scores, r["pred_match"], strict=False) if m < 0 and s >= threshold]
-    misses = sum(1 for s in r["gt_hit_score"] if s is None or s < threshold)
-    return [len(wrong) + misses, max(wrong, default=0.0)]
-
-
-def classify_badness(r: dict) -> list[float]:
-    """Sort key (bigger = worse): mistakes, most confident first; then correct ones, least confident first."""
-    score = r.get("score")
-    score = float(score) if isinstance(score, (int, float)) else 0.0
-    wrong = r.get("pred_label") != r.get("gt_label")
-    return [1.0, score] if wrong else [0.0, 1.0 - score]
-
-
-def _classes_of(r: dict, task: str) -> set:
-    if task == "detect":
-        return set(r.get("gt_labels") or []) | set(r.get("pred_labels") or [])
-    return {r.get("gt_label")}
-
-
-def select_images(records: list[dict], task: str, max_images: int) -> list[dict]:
+def select_images(records: list[dict], classes_of: Callable[[dict], set], max_images: int) -> list[dict]:
     """The ``max_images`` worst images, keeping a few of every class so class filters never come up empty.
 
     Each class first gets up to ``max_images // (4 * n_classes)`` (at least 1) of its worst images, then
@@ -399,11 +317,11 @@ def select_images(records: list[dict], task: str, max_images: int) -> list[dict]
     ranked = sorted(records, key=lambda r: r["badness"], reverse=True)
     if len(ranked) <= max_images:
         return ranked
-    classes = set().union(*(_classes_of(r, task) for r in ranked)) - {None}
+    classes = set().union(*(classes_of(r) for r in ranked)) - {None}
     quota = max(1, max_images // (4 * max(1, len(classes))))
     picked: dict[int, dict] = {}
     for c in sorted(classes, key=str):
-        for r in [r for r in ranked if c in _classes_of(r, task)][:quota]:
+        for r in [r for r in ranked if c in classes_of(r)][:quota]:
             if len(picked) < max_images:
                 picked[id(r)] = r
     for r in ranked:

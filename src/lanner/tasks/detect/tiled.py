@@ -19,11 +19,13 @@ from torch import nn
 
 from lanner._progress import progress_bar
 from lanner.data.box_transforms import LetterboxCache, letterbox
+from lanner.data.detections import Detections
 from lanner.data.records import Dataset, ImageRecord, Issue
 from lanner.data.tiling import TileIndex, decode_upright, make_tiles
 from lanner.errors import ConfigError, DataError
-from lanner.eval.detection import Detections, evaluate_detections
-from lanner.tasks.detect import DetectionTask, nan_if_none
+from lanner.eval.detection import evaluate_detections
+from lanner.predict.tiled import choose_batch_size, predict_tiled
+from lanner.tasks.detect.training import DetectionTask, nan_if_none
 
 CPU_TILE_BATCH = 4
 
@@ -64,8 +66,6 @@ def tile_batch_size(model: nn.Module, tile: int, device: torch.device) -> int:
     on a GPU the fastest per tile of 8..64, timed once on random tiles."""
     if device.type != "cuda":
         return CPU_TILE_BATCH
-    from lanner.predict.tiled import choose_batch_size
-
     return choose_batch_size(model, tile, device, candidates=(8, 16, 32, 64))
 
 
@@ -144,8 +144,6 @@ def detect_stream(
 ):
     """``(path, Detections)`` in full-image pixels per readable image, in order, through tiled
     inference; unreadable images go to ``on_error(path, error)`` (raise when it is None)."""
-    from lanner.predict.tiled import predict_tiled
-
     offset = getattr(model, "label_offset", 0)
     was_training = model.training
     model.eval()
@@ -160,7 +158,7 @@ def detect_stream(
             on_error=on_error,
         )
         for path, boxes, scores, labels in stream:
-            yield path, Detections(boxes, scores, labels - offset)
+            yield path, Detections(boxes.astype(np.float64), scores.astype(np.float64), labels - offset)
     finally:
         model.train(was_training)
 

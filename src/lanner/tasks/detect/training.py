@@ -21,10 +21,11 @@ from lanner.data.box_transforms import (
     augment_detection_batch,
     scaled_targets,
 )
+from lanner.data.detections import Detections
+from lanner.data.pixels import batch_generator, to_float
 from lanner.data.records import Dataset
 from lanner.engine.distributed import shard_batches
-from lanner.eval.detection import Detections, evaluate_detections
-from lanner.tasks.classify import batch_generator, to_float
+from lanner.eval.detection import evaluate_detections
 
 EVAL_BATCH = 16
 
@@ -48,7 +49,8 @@ def to_detections(output: dict, scale: float, width: int, height: int, label_off
     labels = output["labels"].cpu().numpy() - label_offset
     # Clipping can flatten a box lying past the image edge; a zero-area box frames nothing.
     real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return Detections(boxes[real], output["scores"].float().cpu().numpy()[real], labels[real])
+    scores = output["scores"].float().cpu().numpy()
+    return Detections(boxes[real].astype(np.float64), scores[real].astype(np.float64), labels[real])
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Rebuild a trained model from a run: classes, architecture, preprocessing come from the checkpoint."""
+"""Rebuild a trained model from a run: its task, classes, architecture and preprocessing come from the
+checkpoint (:class:`~lanner.rundir.CheckpointMeta`), the architecture from the task's plug-in."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from torch import nn
 
 from lanner.config import TrainConfig, make_config
 from lanner.engine.checkpoint import find_checkpoint, load_checkpoint
+from lanner.models.inference import inference_model, resolve_inference
+from lanner.rundir import CheckpointMeta, RunDir
+from lanner.tasks.base import Task, get_task
 
 
 @dataclass
 class LoadedRun:
     model: nn.Module  # in eval mode, on the requested device
-    meta: dict  # task, classes, preprocessing
+    meta: CheckpointMeta
     config: TrainConfig
     checkpoint: Path
     device: torch.device = torch.device("cpu")
@@ -23,23 +27,24 @@ class LoadedRun:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        return list(self.meta.classes)
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir.of_checkpoint(self.checkpoint)
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.meta.task)
 
 
 def load_run(run: str | Path, which: str = "best", device: torch.device | str = "cpu") -> LoadedRun:
     path = find_checkpoint(run, which)
     ckpt = load_checkpoint(path)
-    meta, name = ckpt["meta"], ckpt["model_name"]
-    config = make_config(ckpt["config"], str(path))
-    if meta["task"] == "detect":
-        from lanner.tasks.detect_setup import build_detector_from_meta
-
-        model = build_detector_from_meta(name, meta)
-    else:
-        from lanner.tasks.classify_setup import build_classifier
-
-        model = build_classifier(name, len(meta["classes"]))[0]
+    meta = CheckpointMeta.from_checkpoint(ckpt, str(path))
+    model = get_task(meta.task).build_model(meta)
     model.load_state_dict(ckpt["state_dict"])
+    config = make_config(meta.config, str(path))
     return LoadedRun(model.to(device).eval(), meta, config, path, torch.device(device))
 
 
@@ -54,13 +59,11 @@ def describe_inference(loaded: LoadedRun) -> str:
 def load_for_inference(
     run: str | Path, device: str = "auto", precision: str = "auto", which: str = "best"
 ) -> LoadedRun:
-    """``load_run`` on the chosen device, its model made fast for eval/predict (:mod:`.inference`).
+    """``load_run`` on the chosen device, its model made fast for eval/predict (see models.inference).
 
     ``device``: auto (CUDA when available), cpu, cuda, cuda:N; ``precision``: auto (bf16 on a GPU
     that has it, else float16 autocast; float32 on a CPU), 32, bf16, 16-mixed.
     """
-    from lanner.models.inference import inference_model, resolve_inference
-
     chosen, precision = resolve_inference(device, precision)
     loaded = load_run(run, which, chosen)
     loaded.model = inference_model(loaded.model, chosen, precision, inplace=True)

@@ -8,16 +8,15 @@ the data side far below the model's cost on a CPU without worker processes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from lanner.data.pixels import Preprocessing, batch_generator, centre_crop, eval_batch, normalise, to_float
 from lanner.engine.distributed import shard_batches
 
-CROP_PCT = 0.875  # the cache holds images at image_size / CROP_PCT; evaluation takes the centre crop
 AUGMENT_PRESETS = {
     # scale range of the random resized crop (fraction of the cached square), colour jitter strength
     "none": None,
@@ -25,59 +24,6 @@ AUGMENT_PRESETS = {
     "default": ((0.35, 1.0), 0.2),
     "strong": ((0.08, 1.0), 0.4),
 }
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What a checkpoint must carry so prediction sees exactly what training saw."""
-
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @property
-    def cache_size(self) -> int:
-        return int(math.floor(self.image_size / CROP_PCT))
-
-    def to_dict(self) -> dict:
-        return {
-            "image_size": self.image_size,
-            "cache_size": self.cache_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "crop_pct": CROP_PCT,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]))
-
-
-def to_float(images_u8: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """[B, H, W, 3] uint8 -> [B, 3, H, W] float in 0..1 on ``device``.
-
-    The uint8 batch travels (4x fewer bytes than floats) and converts there, so on a GPU the
-    conversion and the augmentation after it run on the GPU, not on the training process's CPU.
-    """
-    t = torch.as_tensor(np.ascontiguousarray(images_u8)) if isinstance(images_u8, np.ndarray) else images_u8
-    return t.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top : top + size, left : left + size]
-
-
-def normalise(x: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    mean = torch.tensor(prep.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def eval_batch(images_u8, prep: Preprocessing, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Cached squares [B, S', S', 3] uint8 -> normalised centre crops [B, 3, S, S] on ``device``."""
-    return normalise(centre_crop(to_float(images_u8, device), prep.image_size), prep)
 
 
 def random_resized_crop_boxes(
@@ -134,11 +80,6 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
-
-
-def batch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A generator per (epoch, batch): resuming mid-epoch reproduces the same augmentations."""
-    return torch.Generator().manual_seed(hash((seed, epoch, index)) & 0x7FFFFFFF)
 
 
 class ClassificationTask:

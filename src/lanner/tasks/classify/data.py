@@ -12,29 +12,10 @@ from rich.console import Console
 from lanner._progress import progress_bar
 from lanner.config import TrainConfig
 from lanner.data.cache import build_cache, default_cache_dir
+from lanner.data.pixels import Preprocessing
 from lanner.data.records import Dataset, Issue
 from lanner.errors import DataError
-from lanner.tasks.classify import ClassificationTask, Preprocessing
-
-
-def select_classes(dataset: Dataset, keep: list[str] | None, rename: dict[str, str]) -> Dataset:
-    """Drop classes not in ``keep`` and rename (or merge, when two map to one name) the rest."""
-    if not keep and not rename:
-        return dataset
-    unknown = [c for c in (keep or []) + list(rename) if c not in dataset.classes]
-    if unknown:
-        raise DataError(
-            f"class(es) {', '.join(unknown)} not in the data; it has: {', '.join(dataset.classes)}"
-        )
-    kept = [c for c in dataset.classes if not keep or c in keep]
-    new_names = sorted({rename.get(c, c) for c in kept})
-    to_new = {dataset.classes.index(c): new_names.index(rename.get(c, c)) for c in kept}
-    records = []
-    for r in dataset.records:
-        if r.label is not None and r.label in to_new:
-            r.label = to_new[r.label]
-            records.append(r)
-    return Dataset(new_names, records, dataset.task, dataset.root, dataset.format, dataset.issues)
+from lanner.tasks.classify.training import ClassificationTask
 
 
 @dataclass

@@ -17,15 +17,18 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 
 from lanner._io import write_json
+from lanner.config import InferenceOptions
 from lanner.data.box_transforms import load_letterboxed
+from lanner.data.detections import Detections
 from lanner.data.formats import write_dataset
+from lanner.data.images import image_size, open_image
 from lanner.data.records import Dataset, ImageRecord
 from lanner.errors import ConfigError, DataError
-from lanner.eval.detection import Detections
-from lanner.models.loading import LoadedRun
-from lanner.predict.classify import expand_inputs
+from lanner.predict.inputs import expand_inputs
 from lanner.predict.tiled import score_floor
-from lanner.tasks.detect import detect_canvases
+from lanner.tasks.detect.tiled import detect_stream, resolve_tiling
+from lanner.tasks.detect.training import detect_canvases
+from lanner.tasks.loading import LoadedRun
 
 FORMATS = ("coco", "csv", "labelme", "yolo")
 # lanner's writer name per --format, and the output path under the output folder (file or folder).
@@ -79,7 +82,7 @@ def detect_files(
 
 
 def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int) -> Iterator[tuple]:
-    size = int(loaded.meta["image_size"])
+    size = int(loaded.meta.get("image_size"))
     for good, items, errors in _letterboxed_batches(paths, size, batch_size):
         for p, message in errors.items():
             yield p, None, message
@@ -98,9 +101,6 @@ def _detect_files_tiled(
 ) -> Iterator[tuple[Path, tuple, object]]:
     """Tiled inference over all files in one stream (tiles of consecutive files share batches);
     a file that cannot be read is reported in its place and the others still run."""
-    from lanner.data.images import image_size
-    from lanner.tasks.detect_tiled import detect_stream
-
     failed: dict[Path, str] = {}
     pending = iter(paths)
 
@@ -176,8 +176,6 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 def render_image(path: Path, det: Detections, classes: list[str], out_dir: Path) -> Path:
     """Draw boxes with class and score on a copy scaled to RENDER_MAX_SIDE (never upscaled); JPEG."""
-    from lanner.data.images import open_image
-
     img = open_image(path)
     scale = min(1.0, RENDER_MAX_SIDE / max(img.size))
     if scale < 1.0:
@@ -205,53 +203,47 @@ def render_image(path: Path, det: Detections, classes: list[str], out_dir: Path)
 
 
 # ----------------------------------------------------------------------------------------- predict
+def _row(path: Path, shown: Detections, classes: list[str]) -> dict:
+    return {
+        "path": str(path),
+        "boxes": shown.boxes.tolist(),
+        "scores": shown.scores.tolist(),
+        "labels": [classes[int(c)] for c in shown.labels],
+        "error": "",
+    }
+
+
 def predict_detection_files(
     loaded: LoadedRun,
     inputs: list[str],
-    out: str | Path | None = None,
-    *,
-    console: Console | None = None,
-    format: str = "coco",
-    render: str | Path | None = None,
+    out: str | Path | None,
+    options: InferenceOptions,
+    console: Console,
     score_threshold: float | None = None,
-    batch_size: int = 8,
-    tile: int | None = None,
-    **tiling_options,
 ) -> list[dict]:
-    """Detect objects in files/folders/globs; write ``format`` (+ detections.json) under ``out``."""
-    console = console or Console()
-    threshold = loaded.config.score_threshold if score_threshold is None else score_threshold
+    """Detect objects in files/folders/globs; write ``options.format`` (+ detections.json) under ``out``.
+    Boxes scoring ``score_threshold`` (default: the run's) or more are kept."""
     classes = loaded.classes
-    run_dir = loaded.checkpoint.parent.parent
-    out = Path(out) if out else run_dir / "predictions"
+    threshold = loaded.config.score_threshold if score_threshold is None else score_threshold
+    out = Path(out) if out else loaded.run.predictions
     folder = out.parent if out.suffix else out
+    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
     results, rows = [], []
-    from lanner.tasks.detect_tiled import resolve_tiling
-
-    tiling = resolve_tiling(loaded.meta.get("tiling"), tile, **tiling_options)
-    for path, size, det in detect_files(loaded, expand_inputs(inputs), batch_size, tiling, threshold):
+    for path, size, det in detect_files(loaded, expand_inputs(inputs), 8, tiling, threshold):
         if size is None:
             console.print(f"[yellow]skipped[/] {det}")
             rows.append({"path": str(path), "error": det})
             continue
         results.append((path, size, det))
-        shown = det.above(threshold)
-        rows.append(
-            {
-                "path": str(path),
-                "boxes": shown.boxes.tolist(),
-                "scores": shown.scores.tolist(),
-                "labels": [classes[int(c)] for c in shown.labels],
-                "error": "",
-            }
-        )
-        if render is not None:
-            render_image(path, shown, classes, Path(render))
-    written = write_predictions(predictions_dataset(classes, results, threshold), format, out)
+        rows.append(_row(path, det.above(threshold), classes))
+        if options.render is not None:
+            render_image(path, det.above(threshold), classes, Path(options.render))
+    written = write_predictions(predictions_dataset(classes, results, threshold), options.format, out)
     write_json(folder / "detections.json", scores_document(classes, results, threshold))
     total = sum(len(r.get("boxes", [])) for r in rows)
     console.print(
         f"{len(results)} image(s), {total} box(es) at score >= {threshold:g} -> {written} "
-        f"(scores in {folder / 'detections.json'})" + (f"; drawn in {render}" if render else "")
+        f"(scores in {folder / 'detections.json'})"
+        + (f"; drawn in {options.render}" if options.render else "")
     )
     return rows

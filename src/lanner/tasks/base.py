@@ -1,0 +1,108 @@
+"""The task plug-in interface and its registry.
+
+A task (classification, detection, ...) is one folder under ``tasks/`` holding a :class:`Task`
+subclass and one ``register_task`` call; everything outside ``tasks/`` asks the registry for the
+task of a dataset or a checkpoint and calls it, never comparing task names itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from lanner.config import InferenceOptions, TrainConfig
+from lanner.errors import ConfigError
+from lanner.rundir import CheckpointMeta, RunDir
+
+
+@dataclass
+class Prepared:
+    """A task's training side ready for the trainer, with its model and the notes to print."""
+
+    task: Any  # an engine.trainer.TrainTask
+    model: nn.Module
+    model_name: str
+    batch_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportPlan:
+    """What ``lanner export`` turns into an ONNX file: a module taking pixels in 0..1, a sample input,
+    the names of its outputs, options for ``torch.onnx.export`` and what the JSON spec says."""
+
+    module: nn.Module
+    sample: torch.Tensor
+    outputs: list[str]
+    onnx_options: dict
+    spec: dict
+
+
+class Task(ABC):
+    """What lanner asks of a task; one instance per task, registered by ``name``."""
+
+    name: str
+    monitor: str  # the metric that picks the best checkpoint by default
+
+    @abstractmethod
+    def prepare(
+        self, config: TrainConfig, run: RunDir, device: torch.device, console: Console, fresh: bool
+    ) -> Prepared:
+        """Read and cache the training data, build the model: everything before the first step."""
+
+    @abstractmethod
+    def build_model(self, meta: CheckpointMeta) -> nn.Module:
+        """The freshly initialised architecture a checkpoint's weights load into."""
+
+    @abstractmethod
+    def evaluate(self, loaded, data: str | None, split: str | None, options: InferenceOptions,
+                 console: Console) -> dict:  # fmt: skip
+        """Metrics of a loaded run (``tasks.loading.LoadedRun``) on a split; writes RUN/eval, metrics.json."""
+
+    @abstractmethod
+    def predict(self, loaded, inputs: list[str], out: Path | None, options: InferenceOptions,
+                console: Console) -> list[dict]:  # fmt: skip
+        """Predictions for files, folders and globs, written under ``out`` (default RUN/predictions)."""
+
+    @abstractmethod
+    def export_plan(self, loaded) -> ExportPlan:
+        """How ``lanner export`` writes this task's models as ONNX."""
+
+    # The report's gallery (eval/predictions.json entries): which fields it shows, how bad an image
+    # is (worst shown first) and which classes it holds (every class gets its share of the gallery).
+    gallery_keys: tuple[str, ...] = ()
+
+    @abstractmethod
+    def gallery_prepare(self, item: dict, threshold: float) -> None:
+        """Add ``badness`` (a sort key, bigger = worse) and any task-specific fields to ``item``."""
+
+    @abstractmethod
+    def gallery_classes(self, item: dict) -> set:
+        """The class indices a gallery item shows."""
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Make ``task`` known by its name; registering a name twice raises."""
+    if task.name in _TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in _TASKS:
+        raise ConfigError(f"unknown task {name!r}; lanner knows: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)

@@ -1,0 +1,42 @@
+"""Object detection: boxes with classes, torchvision detectors on timm/torchvision backbones; tiled
+training and inference for images much larger than the model's input are a mode of this task."""
+
+from __future__ import annotations
+
+from lanner.tasks.base import Task, register_task
+from lanner.tasks.detect.evaluate import evaluate_detection_run
+from lanner.tasks.detect.export import detector_export_plan
+from lanner.tasks.detect.predict import predict_detection_files
+from lanner.tasks.detect.report import GALLERY_KEYS, detect_badness, match_detections
+from lanner.tasks.detect.setup import build_detector_from_meta, prepare_detection
+
+
+class Detect(Task):
+    name = "detect"
+    monitor = "val_map"
+    gallery_keys = GALLERY_KEYS
+
+    def prepare(self, config, run, device, console, fresh):
+        return prepare_detection(config, run, device, console, fresh)
+
+    def build_model(self, meta):
+        return build_detector_from_meta(meta)
+
+    def evaluate(self, loaded, data, split, options, console):
+        return evaluate_detection_run(loaded, data, split, options, console)
+
+    def predict(self, loaded, inputs, out, options, console):
+        return predict_detection_files(loaded, inputs, out, options, console)
+
+    def export_plan(self, loaded):
+        return detector_export_plan(loaded)
+
+    def gallery_prepare(self, item, threshold):
+        item.update(match_detections(item))
+        item["badness"] = detect_badness(item, threshold)
+
+    def gallery_classes(self, item):
+        return set(item.get("gt_labels") or []) | set(item.get("pred_labels") or [])
+
+
+register_task(Detect())

@@ -1,0 +1,89 @@
+"""`lanner eval` for detectors: COCO metrics of a trained run, on whole images or tile by tile."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Console
+
+from lanner._io import write_json
+from lanner.config import InferenceOptions
+from lanner.data.records import Dataset
+from lanner.engine.setup import default_workers
+from lanner.eval.detection import evaluate_detections, write_detection_outputs
+from lanner.tasks.detect.setup import cache_dataset, load_detection_data
+from lanner.tasks.detect.tiled import detect_tiled, resolve_tiling
+from lanner.tasks.detect.training import detect_canvases
+from lanner.tasks.eval_data import load_eval_data
+from lanner.tasks.loading import LoadedRun
+
+
+def predict_dataset(
+    loaded: LoadedRun, dataset: Dataset, console: Console, tiling=None
+) -> tuple[Dataset, list]:
+    """Detections for every readable image of ``dataset`` (unreadable ones are dropped from it).
+
+    With ``tiling`` the full images go through tiled inference; without, each image is letterboxed
+    (downscaled) to the model's input size.
+    """
+    if tiling is not None:
+        tiling = tiling.for_device(loaded.model, loaded.device)
+        console.print(
+            f"tiled inference: {tiling.tile} px tiles, overlap {tiling.overlap:g}, merge {tiling.merge}, "
+            f"{tiling.batch_size} tiles per batch"
+        )
+        return dataset, detect_tiled(loaded.model, dataset.records, tiling, loaded.device)
+    config = loaded.config
+    cache = cache_dataset(
+        dataset,
+        int(loaded.meta.get("image_size")),
+        config.cache_dir,
+        config.workers or default_workers(),
+        console,
+    )
+    ok = np.flatnonzero(cache.ok)
+    detections = detect_canvases(loaded.model, cache.images[ok], cache.sizes[ok], loaded.device)
+    kept = Dataset(
+        dataset.classes,
+        [dataset.records[i] for i in ok],
+        "detect",
+        dataset.root,
+        dataset.format,
+        dataset.issues,
+    )
+    return kept, detections
+
+
+def format_summary(metrics: dict) -> str:
+    def fmt(v) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = [
+        f"mAP@.5:.95 {fmt(metrics['map'])}  mAP@.5 {fmt(metrics['map50'])}  mAP@.75 {fmt(metrics['map75'])}  "
+        f"AR@100 {fmt(metrics['mar_100'])}",
+        f"{'class':<20} {'AP':>7} {'AP50':>7} {'P':>7} {'R':>7} {'F1':>7} {'boxes':>7}   "
+        f"(P/R/F1 at score >= {metrics['score_threshold']:g})",
+    ]
+    for name, c in metrics["per_class"].items():
+        lines.append(
+            f"{name:<20} {fmt(c.get('ap')):>7} {fmt(c.get('ap50')):>7} {fmt(c.get('precision')):>7} "
+            f"{fmt(c.get('recall')):>7} {fmt(c.get('f1')):>7} {c.get('support', 0):>7}"
+        )
+    return "\n".join(lines)
+
+
+def evaluate_detection_run(
+    loaded: LoadedRun, data: str | None, split: str | None, options: InferenceOptions, console: Console
+) -> dict:
+    """COCO metrics of a detection run; the options' tile/overlap/merge/... override its tiling."""
+    dataset, split = load_eval_data(loaded, data, split, load_detection_data, console)
+    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
+    dataset, detections = predict_dataset(loaded, dataset, console, tiling)
+    metrics = evaluate_detections(dataset, detections, score_threshold=loaded.config.score_threshold)
+    metrics = {**metrics, "split": split, "tiling": tiling.to_dict() if tiling else None}
+    write_detection_outputs(metrics, dataset, detections, loaded.run.eval)
+    write_json(loaded.run.metrics, metrics)
+    console.print(
+        f"evaluation on split {split or 'all'} ({len(dataset.records)} images) with {loaded.checkpoint.name}:"
+    )
+    console.print(format_summary(metrics), markup=False, highlight=False)
+    return metrics
