@@ -62,10 +62,22 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_dataset(path: str | Path, format: str | None = None, **kwargs) -> Dataset:
-    """Read any supported layout into a :class:`Dataset`, validating as it reads."""
+def read_dataset(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    strict: bool = False,
+    allow_outside_root: bool = False,
+    **kwargs,
+) -> Dataset:
+    """Read any supported layout into a :class:`Dataset`, validating as it reads.
+
+    Files named inside annotations must lie inside the dataset root (see :mod:`lanner.data.paths`)
+    unless ``allow_outside_root``; ``strict`` turns every problem into a :class:`DataError`.
+    Other keywords (``classes=``, ``on_unknown_class=``) go to the reader.
+    """
     name = format or detect_format(path)
-    return get_format(name).read(Path(path), **kwargs)
+    return get_format(name).read(Path(path), strict=strict, allow_outside_root=allow_outside_root, **kwargs)
 
 
 def write_dataset(dataset: Dataset, format: str, out: str | Path) -> Path:
