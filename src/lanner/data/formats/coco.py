@@ -302,4 +302,4 @@ def write(dataset: Dataset, out: Path) -> None:
         (folder / ANNOTATION_FILE).write_text(json.dumps(data), encoding="utf-8")
 
 
-register_format(Format("coco", sniff, read, write, priority=20))
+register_format(Format("coco", sniff, read, write, priority=20, keeps_ignore=False))

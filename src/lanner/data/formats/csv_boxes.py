@@ -157,4 +157,4 @@ def write(dataset: Dataset, out: Path) -> None:
         (out / "classes.txt").write_text("".join(f"{c}\n" for c in dataset.classes), encoding="utf-8")
 
 
-register_format(Format("csv_boxes", sniff, read, write, priority=38))
+register_format(Format("csv_boxes", sniff, read, write, priority=38, keeps_crowd=False))

@@ -70,7 +70,11 @@ def _labelme_or_issue(path: Path, builder: DetectionBuilder) -> dict | None:
     except DataError as e:
         builder.note(path, str(e).split(": ", 1)[-1], "skipped", "malformed")
         return None
-    if not isinstance(data, dict) or "shapes" not in data:
+    if not isinstance(data, dict):
+        problem = f"top level is a JSON {type(data).__name__}, not an object (neither Labelme nor COCO)"
+        builder.note(path, problem, "skipped", "malformed")
+        return None
+    if "shapes" not in data:
         return None
     if text_value(data.get("imagePath")) is None and not data.get("imageData"):
         builder.note(
@@ -231,4 +235,4 @@ def write(dataset: Dataset, out: Path) -> None:
     (out / "labels.txt").write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
 
 
-register_format(Format("labelme", sniff, read, write, priority=35))
+register_format(Format("labelme", sniff, read, write, priority=35, keeps_crowd=False))

@@ -13,8 +13,8 @@ replaced by ``labels``, the suffix by ``.txt``. An image without a label file is
 Segment lines (``class x1 y1 x2 y2 ...``) become the bounding box of the polygon.
 
 Writing: ``images/<split>/``, ``labels/<split>/`` (or flat without splits), ``data.yaml`` and
-``classes.txt``; coordinates with 6 decimals, as Ultralytics writes them. Crowd flags and ignore
-regions have no YOLO form: crowd boxes are written as ordinary boxes, ignore regions are not written.
+``classes.txt``; coordinates with 6 decimals, as Ultralytics writes them. Crowd boxes and ignore
+regions have no YOLO form: ``write_dataset`` leaves them out and reports each loss as an issue.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def _images_of(entry: Path, builder: DetectionBuilder, source: Path) -> list[Pat
         return []
     if entry.is_file() and entry.suffix.lower() == ".txt":  # a list of image paths, one a line
         lines = [ln.strip() for ln in read_text(entry).splitlines() if ln.strip()]
-        return [p if p.is_absolute() else entry.parent / p for p in map(Path, lines)]
+        listed = [entry.parent / p for p in map(Path, lines)]  # an absolute line replaces the folder
+        return [image for image in listed if builder.admit(image, entry)]
     if entry.is_dir():
         return sorted(p for p in entry.rglob("*") if p.is_file() and is_image_file(p))
     return [entry]  # a missing folder or file: reported as a missing image
@@ -148,10 +149,13 @@ def _from_yaml(
     cfg = _load_yaml(yaml_path)
     names = _names_from_yaml(cfg["names"], yaml_path)
     base = _yaml_base(cfg, yaml_path, builder)
-    groups = []
+    groups, listed = [], {}
     for key in YAML_SPLIT_KEYS:
         for entry in _yaml_entries(cfg, key, yaml_path):
-            groups.append((canonical_split(key), _images_of(base / entry, builder, yaml_path)))
+            # train and val often name the same entry: read (and report its problems) once.
+            if entry not in listed:
+                listed[entry] = _images_of(base / entry, builder, yaml_path)
+            groups.append((canonical_split(key), listed[entry]))
     if len(groups) > 1 and all(images == groups[0][1] for _, images in groups):
         # train and val naming the same images (Ultralytics requires both keys) means "no split".
         groups = [(None, groups[0][1])]
@@ -293,4 +297,4 @@ def write(dataset: Dataset, out: Path) -> None:
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in dataset.classes), encoding="utf-8")
 
 
-register_format(Format("yolo", sniff, read, write, priority=30))
+register_format(Format("yolo", sniff, read, write, priority=30, keeps_crowd=False, keeps_ignore=False))
