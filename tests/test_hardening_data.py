@@ -357,3 +357,15 @@ def test_the_dataset_returned_by_the_api_path_carries_the_losses(tmp_path):
     back = read_dataset(tmp_path / "yolo")
     assert back.records[0].num_boxes == 0 and len(back.records[0].ignore) == 0
     assert issubclass(DataError, LannerError)
+
+
+def test_names_the_os_refuses_are_missing_images_not_crashes(tmp_path):
+    """Found by benchmarks/fuzz_readers.py: a 400-digit imagePath raised ENAMETOOLONG from is_file()."""
+    _image(tmp_path / "a.jpg")
+    shape = {"label": "cat", "points": [[1, 1], [9, 9]], "shape_type": "rectangle"}
+    (tmp_path / "a.json").write_text(json.dumps({"shapes": [shape], "imagePath": "a.jpg"}))
+    (tmp_path / "b.json").write_text(json.dumps({"shapes": [shape], "imagePath": 10**400}))
+    (tmp_path / "c.json").write_text(json.dumps({"shapes": [shape], "imagePath": "x/" * 3000 + "c.jpg"}))
+    ds = read_dataset(tmp_path, "labelme")
+    assert len(ds) == 1 and sorted(Path(i.path).name for i in ds.issues) == ["b.json", "c.json"]
+    assert all("image file not found" in i.problem for i in ds.issues)

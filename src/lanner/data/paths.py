@@ -57,6 +57,22 @@ def _resolved(path: Path) -> Path | None:
         return None
 
 
+def is_file(path: Path) -> bool:
+    """``path.is_file()`` that answers False for names the OS refuses (too long, NUL, no access)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    """``path.is_dir()`` that answers False for names the OS refuses (too long, NUL, no access)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class Confinement:
     """The dataset root a reader may open files under (everything, with ``allow_outside``)."""

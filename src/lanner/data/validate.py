@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from lanner.data.images import image_size, is_image_file
-from lanner.data.paths import Confinement, dataset_root
+from lanner.data.paths import Confinement, dataset_root, is_file
 from lanner.data.records import SPLIT_ALIASES, Dataset, ImageRecord, Issue, canonical_split
 from lanner.errors import DataError
 
@@ -181,7 +181,7 @@ class DetectionBuilder:
     # -- the individual checks -------------------------------------------------------------------
 
     def _real_size(self, image: Path | None, source: str | Path) -> tuple[int, int] | None:
-        if image is None or not image.is_file():
+        if image is None or not is_file(image):
             where = f" ({image})" if image is not None else ""
             self.note(source, f"image file not found{where}", "skipped", "image")
             return None
@@ -304,7 +304,7 @@ def resolve_image(
     """
     outside = None
     for path in _image_candidates(name, [Path(d) for d in search_dirs], stem_fallback):
-        if not path.is_file():
+        if not is_file(path):
             continue
         if within.contains(path):
             return path

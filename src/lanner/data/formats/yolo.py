@@ -25,7 +25,7 @@ import yaml
 
 from lanner.data.formats import Format, register_format
 from lanner.data.images import image_size, is_image_file
-from lanner.data.paths import Confinement
+from lanner.data.paths import Confinement, is_dir, is_file
 from lanner.data.records import SPLIT_ALIASES, Dataset, canonical_split
 from lanner.data.validate import (
     DetectionBuilder,
@@ -88,11 +88,11 @@ def _images_of(entry: Path, builder: DetectionBuilder, source: Path) -> list[Pat
     """The images an entry of data.yaml names: a folder, a ``.txt`` list of images, or one image."""
     if not builder.admit(entry, source):
         return []
-    if entry.is_file() and entry.suffix.lower() == ".txt":  # a list of image paths, one a line
+    if is_file(entry) and entry.suffix.lower() == ".txt":  # a list of image paths, one a line
         lines = [ln.strip() for ln in read_text(entry).splitlines() if ln.strip()]
         listed = [entry.parent / p for p in map(Path, lines)]  # an absolute line replaces the folder
         return [image for image in listed if builder.admit(image, entry)]
-    if entry.is_dir():
+    if is_dir(entry):
         return sorted(p for p in entry.rglob("*") if p.is_file() and is_image_file(p))
     return [entry]  # a missing folder or file: reported as a missing image
 
@@ -127,7 +127,7 @@ def _yaml_base(cfg: dict, yaml_path: Path, builder: DetectionBuilder) -> Path:
         raise DataError(f"{yaml_path}: 'path' must be a folder name, not {short_repr(given)}")
     base = Path(given or ".")
     base = base if base.is_absolute() else yaml_path.parent / base
-    if not base.is_dir():
+    if not is_dir(base):
         # Ultralytics users often leave their own machine's absolute path: use the yaml's folder.
         return yaml_path.parent
     if not builder.admit(base, yaml_path):
@@ -183,7 +183,7 @@ def _parse_line(line: str, names: list[str], width: int, height: int) -> RawBox 
 
 def _label_file_lines(labels: Path, builder: DetectionBuilder) -> list[str] | None:
     """Lines of the label file ([] when there is none: a negative); None when it cannot be used."""
-    if not labels.is_file():
+    if not is_file(labels):
         return []
     if not builder.admit(labels, labels):
         return None
@@ -196,7 +196,7 @@ def _label_file_lines(labels: Path, builder: DetectionBuilder) -> list[str] | No
 
 def _read_labels(image: Path, names: list[str], builder: DetectionBuilder, split: str | None) -> None:
     labels = label_path(image)
-    if not builder.admit(image, labels if labels.is_file() else image):
+    if not builder.admit(image, labels if is_file(labels) else image):
         return
     lines = _label_file_lines(labels, builder)
     if lines is None:
@@ -214,7 +214,7 @@ def _read_labels(image: Path, names: list[str], builder: DetectionBuilder, split
             builder.note(f"{labels}:{n}", parsed, "dropped", "box")
         else:
             boxes.append(parsed)
-    builder.add_image(image, boxes, source=labels if labels.is_file() else image, split=split)
+    builder.add_image(image, boxes, source=labels if is_file(labels) else image, split=split)
 
 
 def read(
