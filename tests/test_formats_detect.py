@@ -230,7 +230,11 @@ def test_raccoon_tf_csv_reads_as_box_csv(shared_data):
     assert not get_format("csv").sniff(path)  # the classification CSV rejects box CSVs
     with path.open() as f:
         rows = list(csv.DictReader(f))
-    ds = read_dataset(path)
+    # The CSV sits in data/ and names images in ../images: outside its root unless the user opts in.
+    refused = read_dataset(path)
+    assert len(refused) == 0 and len(refused.issues) == len({r["filename"] for r in rows})
+    assert all(i.kind == "outside_root" and str(path) in i.path for i in refused.issues)
+    ds = read_dataset(path, allow_outside_root=True)
     assert len(ds) == len({r["filename"] for r in rows})
     assert sum(r.num_boxes for r in ds.records) == len(rows)
     assert ds.classes == ["raccoon"] and ds.issues == []
@@ -303,7 +307,9 @@ def test_yolo_yaml_relative_path_and_names_list(tmp_path):
     _yolo_image(tmp_path / "ds", "x", ["0 0.5 0.5 1.2 0.5"])  # wider than the image: clipped
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg/data.yaml").write_text("path: ../ds\ntrain: images\nval: images\nnames: [bird]\n")
-    ds = read_dataset(tmp_path / "cfg/data.yaml")
+    refused = read_dataset(tmp_path / "cfg/data.yaml")  # ../ds lies outside the yaml's folder
+    assert len(refused) == 0 and refused.issues[0].kind == "outside_root"
+    ds = read_dataset(tmp_path / "cfg/data.yaml", allow_outside_root=True)
     assert ds.classes == ["bird"] and len(ds) == 1 and ds.records[0].split is None
     np.testing.assert_allclose(ds.records[0].boxes, [[0, 25, 200, 75]])
     assert [i.action for i in ds.issues] == ["fixed"]

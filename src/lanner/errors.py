@@ -15,3 +15,7 @@ class ConfigError(LannerError):
 
 class CheckpointError(LannerError):
     """A run directory or checkpoint is missing or unreadable."""
+
+
+class WriteError(LannerError):
+    """A file could not be written: disk full, read-only folder, no permission."""

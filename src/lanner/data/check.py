@@ -81,10 +81,14 @@ def summarise(dataset: Dataset, issues: list[Issue]) -> dict:
 
 
 def check_dataset(
-    path: str | Path, format: str | None = None, *, strict: bool = False, workers: int = 4
+    path: str | Path,
+    format: str | None = None,
+    *,
+    strict: bool = False,
+    workers: int = 4,
+    allow_outside_root: bool = False,
 ) -> dict:
-    kwargs = {"strict": True} if strict else {}
-    dataset = read_dataset(path, format, **kwargs)
+    dataset = read_dataset(path, format, strict=strict, allow_outside_root=allow_outside_root)
     issues = verify_images(dataset, workers)
     summary = summarise(dataset, issues)
     if strict and summary["num_issues"]:

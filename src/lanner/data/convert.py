@@ -1,9 +1,10 @@
 """Convert a dataset between annotation formats: read (validating) into a Dataset, write it out.
 
 Boxes survive a conversion to the precision the target format keeps (YOLO 6 decimals of the
-image size, COCO 3 decimals, CSV and Labelme 2, VOC 1); what a format cannot express is lost:
-crowd flags in YOLO, CSV and Labelme (VOC keeps them as ``difficult``), ignore regions in COCO
-and YOLO. Issues met while reading stay on the returned dataset's reader and are not repeated.
+image size, COCO 3 decimals, CSV and Labelme 2, VOC 1); what a format cannot express is dropped,
+never turned into something else: crowd boxes in YOLO, CSV and Labelme (VOC keeps them as
+``difficult``), ignore regions in COCO and YOLO. Each such loss is appended to the dataset's
+``issues`` (kind ``lost``) next to the issues met while reading.
 """
 
 from __future__ import annotations

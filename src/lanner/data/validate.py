@@ -12,22 +12,34 @@ claims. The builder does the rest the same way for every format, logging each ch
 * boxes reaching outside the image -> clipped, ``fixed``
 * exact duplicate boxes -> ``dropped``
 * class names not in a declared class list -> ``dropped`` (or a :class:`DataError`)
+* an image path outside the dataset root (see :mod:`lanner.data.paths`) -> image ``skipped``,
+  never opened
+
+Values read from annotation files are untrusted: the typed accessors at the end of this module
+(:func:`finite_number`, :func:`integer_id`, :func:`text_value`, :func:`dict_entries`,
+:func:`load_json`, :func:`read_text`) turn strings, NaN, infinities, wrong types and missing keys
+into ``None`` or a :class:`DataError` naming the file, so no reader ever crashes on them.
 
 Image sizes come from :func:`image_size`, which reads headers only, so reading never decodes pixels.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lanner.data.images import image_size, is_image_file
+from lanner.data.paths import Confinement, dataset_root, is_file
 from lanner.data.records import SPLIT_ALIASES, Dataset, ImageRecord, Issue, canonical_split
 from lanner.errors import DataError
 
@@ -82,16 +94,29 @@ class DetectionBuilder:
     strict: bool = False
     on_unknown_class: str = "drop"
     issues: list[Issue] = field(default_factory=list)
+    within: Confinement | None = None  # where images may be opened from; default: ``root``'s
     _pending: list[_PendingImage] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.classes is not None:
-            self.classes = [c for c in self.classes if c not in SPECIAL_LABELS]
+        if self.within is None:
+            self.within = Confinement(dataset_root(self.root))
+        self.set_classes(self.classes)
         if self.on_unknown_class not in ("drop", "error"):
             raise DataError(f"on_unknown_class must be 'drop' or 'error', not {self.on_unknown_class!r}")
 
+    def set_classes(self, classes: list[str] | None) -> None:
+        """Declare the class list once the reader has found it (special labels are not classes)."""
+        self.classes = None if classes is None else [c for c in classes if c not in SPECIAL_LABELS]
+
     def note(self, path: str | Path, problem: str, action: str, kind: str) -> None:
         self.issues.append(Issue(str(path), problem, action, kind))
+
+    def admit(self, path: Path | None, source: str | Path) -> bool:
+        """False (and an issue naming ``source`` and ``path``) when ``path`` lies outside the root."""
+        if path is None or self.within.contains(path):
+            return True
+        self.note(source, self.within.refusal(path), "skipped", "outside_root")
+        return False
 
     def add_image(
         self,
@@ -102,12 +127,17 @@ class DetectionBuilder:
         annotated_size: tuple[float, float] | None = None,
         split: str | None = None,
         image_id: int | None = None,
+        inline: bool = False,
     ) -> bool:
         """Validate one image's annotations; returns False when the image had to be skipped.
 
         ``source`` is the annotation file (or file:line) named in issues; ``image`` None means the
-        reader could not find the image file at all.
+        reader could not find the image file at all. ``image`` is opened only when it lies inside
+        the dataset root, unless ``inline``: a file lanner itself decoded out of the annotation
+        (Labelme ``imageData``), which names no file on disk.
         """
+        if not (inline or self.admit(image, source)):
+            return False
         size = self._real_size(image, source)
         if size is None:
             return False
@@ -151,7 +181,7 @@ class DetectionBuilder:
     # -- the individual checks -------------------------------------------------------------------
 
     def _real_size(self, image: Path | None, source: str | Path) -> tuple[int, int] | None:
-        if image is None or not image.is_file():
+        if image is None or not is_file(image):
             where = f" ({image})" if image is not None else ""
             self.note(source, f"image file not found{where}", "skipped", "image")
             return None
@@ -161,11 +191,11 @@ class DetectionBuilder:
             self.note(source, f"unreadable image: {e}", "skipped", "image")
             return None
 
-    def _check_annotated_size(self, source, annotated: tuple[float, float], real: tuple[int, int]) -> None:
-        try:
-            aw, ah = int(round(float(annotated[0]))), int(round(float(annotated[1])))
-        except (TypeError, ValueError):
-            return
+    def _check_annotated_size(self, source, annotated: tuple[Any, Any], real: tuple[int, int]) -> None:
+        aw, ah = (finite_number(v) for v in annotated)
+        if aw is None or ah is None:
+            return  # no usable claim (missing, text, NaN/inf): the real size is used anyway
+        aw, ah = int(round(aw)), int(round(ah))
         # A size of 0 is a common "unknown" placeholder (e.g. VOC written by some tools), not a lie.
         if aw <= 0 or ah <= 0 or (aw, ah) == tuple(real):
             return
@@ -173,11 +203,11 @@ class DetectionBuilder:
         self.note(source, problem, "kept", "size")
 
     def _clean_box(self, box: RawBox, source, width: int, height: int) -> tuple[float, ...] | None:
-        try:
-            x1, y1, x2, y2 = (float(v) for v in box.xyxy)
-        except (TypeError, ValueError):
-            self.note(source, f"{box.label!r} box {list(box.xyxy)} is not 4 numbers", "dropped", "box")
+        values = number_list(box.xyxy)
+        if values is None or len(values) != 4:
+            self.note(source, f"{box.label!r} box {short_repr(box.xyxy)} is not 4 numbers", "dropped", "box")
             return None
+        x1, y1, x2, y2 = values
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
             self.note(source, f"{box.label!r} box has NaN/inf coordinates", "dropped", "box")
             return None
@@ -262,28 +292,36 @@ def bounding_box(points: Iterable[Sequence[float]]) -> tuple[float, float, float
 # -- helpers readers share for finding files ------------------------------------------------------
 
 
-def resolve_image(name: str, search_dirs: Iterable[Path], stem_fallback: bool = False) -> Path | None:
+def resolve_image(
+    name: str, search_dirs: Iterable[Path], stem_fallback: bool = False, *, within: Confinement
+) -> Path | None:
     """The first existing file ``name`` (a relative or absolute path) under any of ``search_dirs``.
 
     Windows separators are normalised because annotation tools on Windows write them. With
     ``stem_fallback`` an image with the same stem but another extension also counts (exports that
-    re-encode PNG to JPG but keep the old file name).
+    re-encode PNG to JPG but keep the old file name). Files inside ``within``'s root win; a file
+    found only outside it is returned (never opened here) so that the builder refuses it by name.
     """
-    name = name.replace("\\", "/").strip()
-    candidate = Path(name)
-    if candidate.is_absolute() and candidate.is_file():
-        return candidate
-    dirs = [Path(d) for d in search_dirs]
+    outside = None
+    for path in _image_candidates(name, [Path(d) for d in search_dirs], stem_fallback):
+        if not is_file(path):
+            continue
+        if within.contains(path):
+            return path
+        outside = outside or path
+    return outside
+
+
+def _image_candidates(name: str, dirs: list[Path], stem_fallback: bool) -> Iterator[Path]:
+    candidate = Path(name.replace("\\", "/").strip())
+    if candidate.is_absolute():
+        yield candidate
     for rel in (candidate, Path(candidate.name)):
         for d in dirs:
-            if (d / rel).is_file():
-                return d / rel
+            yield d / rel
     if stem_fallback:
         for d in dirs:
-            for p in sorted(d.glob(f"{glob_escape(candidate.stem)}.*")):
-                if is_image_file(p):
-                    return p
-    return None
+            yield from (p for p in sorted(d.glob(f"{glob_escape(candidate.stem)}.*")) if is_image_file(p))
 
 
 def glob_escape(text: str) -> str:
@@ -294,7 +332,7 @@ def read_class_file(path: Path) -> list[str] | None:
     """Class names one per line (classes.txt, labels.txt, class_names.txt), minus special labels."""
     if not path.is_file():
         return None
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [ln.strip() for ln in read_text(path).splitlines()]
     return [ln for ln in lines if ln and ln not in SPECIAL_LABELS]
 
 
@@ -350,3 +388,104 @@ def split_from_path(path: Path, root: Path) -> str | None:
         if part.lower() in SPLIT_ALIASES:
             return canonical_split(part)
     return None
+
+
+# -- typed accessors for untrusted annotation values ----------------------------------------------
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float (numbers and numeric text); None for anything else.
+
+    Booleans are refused: ``true`` in a bbox is a broken file, not the number 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):  # OverflowError: an int too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def number_list(values: Any) -> list[float] | None:
+    """A list or tuple of numbers as floats (NaN/inf kept, so the caller can say so); else None."""
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        return None
+    numbers = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str, np.number)):
+            return None
+        try:
+            numbers.append(float(v))
+        except (ValueError, OverflowError):
+            return None
+    return numbers
+
+
+def integer_id(value: Any) -> int | None:
+    """An id (category, image, class index) as an int: whole numbers only, never bool, NaN or inf."""
+    number = finite_number(value)
+    if number is None or not number.is_integer():
+        return None
+    return int(number)
+
+
+def text_value(value: Any) -> str | None:
+    """A non-empty string (numbers are accepted as their text: class names like ``7``); else None."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def dict_entries(data: dict, key: str) -> list | None:
+    """``data[key]`` when it is a list (its items still need checking), [] when absent, else None."""
+    value = data.get(key, [])
+    return value if isinstance(value, list) else None
+
+
+def read_text(path: Path, encoding: str = "utf-8-sig") -> str:
+    """The text of an annotation file; a DataError naming the file for I/O and encoding errors."""
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+
+
+def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Lower-cased header and (line number, row) pairs with stripped values; DataError naming the file.
+
+    Cells beyond the header (csv's ``None`` key) are left out; missing cells read as "".
+    """
+    text = read_text(path)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
+        rows = [
+            (
+                line,
+                {k: (v or "").strip() for k, v in row.items() if isinstance(k, str) and isinstance(v, str)},
+            )
+            for line, row in enumerate(reader, start=2)
+        ]
+    except csv.Error as e:  # NUL bytes, a field over csv's size limit
+        raise DataError(f"{path}: not a readable CSV ({e})") from e
+    return list(reader.fieldnames), rows
+
+
+def load_json(path: Path, what: str) -> Any:
+    """Parsed JSON of ``path``; a DataError naming the file when it is unreadable or not JSON."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        raise DataError(f"{path}: not a readable {what} JSON ({type(e).__name__}: {e})") from e
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` of an untrusted value, cut short so one broken entry cannot flood the issue list."""
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

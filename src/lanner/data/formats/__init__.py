@@ -8,10 +8,12 @@ folders, because an image folder with annotation files next to it is not a class
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lanner.data.records import Dataset
+import numpy as np
+
+from lanner.data.records import Dataset, ImageRecord, Issue
 from lanner.errors import DataError
 
 
@@ -22,6 +24,10 @@ class Format:
     read: Callable[..., Dataset]
     write: Callable[[Dataset, Path], None] | None = None
     priority: int = 50  # lower is tried first
+    # What the written files can express; anything else is dropped with an issue before writing,
+    # never written as something it is not (a crowd region is not an ordinary box).
+    keeps_crowd: bool = True
+    keeps_ignore: bool = True
 
 
 _FORMATS: dict[str, Format] = {}
@@ -62,19 +68,67 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_dataset(path: str | Path, format: str | None = None, **kwargs) -> Dataset:
-    """Read any supported layout into a :class:`Dataset`, validating as it reads."""
+def read_dataset(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    strict: bool = False,
+    allow_outside_root: bool = False,
+    **kwargs,
+) -> Dataset:
+    """Read any supported layout into a :class:`Dataset`, validating as it reads.
+
+    Files named inside annotations must lie inside the dataset root (see :mod:`lanner.data.paths`)
+    unless ``allow_outside_root``; ``strict`` turns every problem into a :class:`DataError`.
+    Other keywords (``classes=``, ``on_unknown_class=``) go to the reader.
+    """
     name = format or detect_format(path)
-    return get_format(name).read(Path(path), **kwargs)
+    return get_format(name).read(Path(path), strict=strict, allow_outside_root=allow_outside_root, **kwargs)
 
 
 def write_dataset(dataset: Dataset, format: str, out: str | Path) -> Path:
+    """Write ``dataset`` as ``format`` into ``out``.
+
+    Crowd boxes and ignore regions the format cannot hold are left out, and each loss is appended
+    to ``dataset.issues`` (action ``dropped``, kind ``lost``) so the caller can report it.
+    """
     fmt = get_format(format)
     if fmt.write is None:
         raise DataError(f"format {format!r} cannot be written")
     out = Path(out)
-    fmt.write(dataset, out)
+    writable, lost = _writable(dataset, fmt)
+    fmt.write(writable, out)
+    dataset.issues.extend(lost)
     return out
+
+
+def _writable(dataset: Dataset, fmt: Format) -> tuple[Dataset, list[Issue]]:
+    """``dataset`` without what ``fmt`` cannot express, and an issue per image that lost something."""
+    if dataset.task != "detect" or (fmt.keeps_crowd and fmt.keeps_ignore):
+        return dataset, []
+    records, lost = [], []
+    for rec in dataset.records:
+        crowd = rec.iscrowd.astype(bool) if not fmt.keeps_crowd else np.zeros(rec.num_boxes, dtype=bool)
+        ignored = 0 if fmt.keeps_ignore else len(rec.ignore)
+        if crowd.any() or ignored:
+            lost.append(_loss(rec, fmt.name, int(crowd.sum()), ignored))
+            rec = replace(
+                rec,
+                boxes=rec.boxes[~crowd],
+                labels=rec.labels[~crowd],
+                iscrowd=rec.iscrowd[~crowd],
+                ignore=rec.ignore if fmt.keeps_ignore else rec.ignore[:0],
+            )
+        records.append(rec)
+    return replace(dataset, records=records, issues=[]), lost
+
+
+def _loss(rec: ImageRecord, format: str, crowd: int, ignored: int) -> Issue:
+    parts = [f"{n} {what}" for n, what in ((crowd, "crowd box(es)"), (ignored, "ignore region(s)")) if n]
+    problem = (
+        f"{' and '.join(parts)} not written: {format} cannot hold them (never written as ordinary boxes)"
+    )
+    return Issue(str(rec.path), problem, action="dropped", kind="lost")
 
 
 _loaded = False

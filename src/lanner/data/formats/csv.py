@@ -1,8 +1,10 @@
 """CSV annotation files.
 
 Two shapes share the extension: classification ``path,label`` (optionally ``split``) and
-detection ``path,xmin,ymin,xmax,ymax,label``. The header decides which. Relative paths are
-resolved against the CSV's folder.
+detection ``path,xmin,ymin,xmax,ymax,label``. The header decides which: any box column makes it
+a detection CSV (one missing a coordinate column is an error naming it, never a label list).
+Relative paths are resolved against the CSV's folder and must lie inside the dataset root
+(:mod:`lanner.data.paths`); rows naming a file outside it are refused with an issue.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import csv
 from pathlib import Path
 
 from lanner.data.formats import Format, register_format
-from lanner.data.records import Dataset, ImageRecord, canonical_split
+from lanner.data.paths import Confinement
+from lanner.data.records import Dataset, ImageRecord, Issue, canonical_split
+from lanner.data.validate import read_csv
 from lanner.errors import DataError
 
 PATH_COLUMNS = ("path", "filename", "file", "image", "image_path")
@@ -20,8 +24,12 @@ BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")
 
 
 def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        return [h.strip().lower() for h in next(csv.reader(f), [])]
+    """The lower-cased header row, reading no further; a DataError naming the file if unreadable."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return [h.strip().lower() for h in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from e
 
 
 def _pick(header: list[str], options: tuple[str, ...], path: Path, what: str) -> str:
@@ -37,8 +45,13 @@ def _csv_file(path: Path) -> Path | None:
     return None
 
 
+def box_columns_in(header: list[str]) -> list[str]:
+    return [c for c in BOX_COLUMNS if c in header]
+
+
 def is_detection_csv(path: Path) -> bool:
-    return all(c in _header(path) for c in BOX_COLUMNS)
+    """Any box column makes a detection CSV: one missing a coordinate is a broken one, not a label list."""
+    return bool(box_columns_in(_header(path)))
 
 
 def sniff(path: Path) -> bool:
@@ -46,33 +59,40 @@ def sniff(path: Path) -> bool:
     return f is not None and not is_detection_csv(f)
 
 
-def read(path: Path, **_) -> Dataset:
-    header = _header(path)
-    path_col = _pick(header, PATH_COLUMNS, path, "image path")
-    label_col = _pick(header, LABEL_COLUMNS, path, "label")
-    rows = []
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
-        for lineno, row in enumerate(reader, start=2):
-            file, label = (row.get(path_col) or "").strip(), (row.get(label_col) or "").strip()
-            if not file or not label:
-                raise DataError(f"{path}:{lineno}: empty {path_col!r} or {label_col!r}")
-            rows.append((file, label, canonical_split((row.get("split") or "").strip() or None)))
+def _row(
+    path: Path, lineno: int, row: dict[str, str], columns: tuple[str, str]
+) -> tuple[str, str, str | None]:
+    file, label = (row.get(c, "") for c in columns)
+    if not file or not label:
+        raise DataError(f"{path}:{lineno}: empty {columns[0]!r} or {columns[1]!r}")
+    return file, label, canonical_split(row.get("split") or None)
+
+
+def read(path: Path, *, allow_outside_root: bool = False, strict: bool = False, **_) -> Dataset:
+    header, raw_rows = read_csv(path)
+    if box_columns_in(header):
+        raise DataError(
+            f"{path}: has box columns {box_columns_in(header)} but is read as a classification CSV; "
+            f"a detection CSV needs all of {', '.join(BOX_COLUMNS)}"
+        )
+    columns = (_pick(header, PATH_COLUMNS, path, "image path"), _pick(header, LABEL_COLUMNS, path, "label"))
+    rows = [(n, _row(path, n, row, columns)) for n, row in raw_rows]
     if not rows:
         raise DataError(f"{path}: no rows")
-    classes = sorted({label for _, label, _ in rows})
+    within, base, issues = Confinement.of(path, allow_outside_root), path.parent, []
+    kept = []
+    for lineno, (file, label, split) in rows:
+        image = base / file  # an absolute ``file`` replaces ``base``
+        if within.contains(image):
+            kept.append((image, label, split))
+        else:
+            issues.append(Issue(f"{path}:{lineno}", within.refusal(file), "skipped", "outside_root"))
+    if strict and issues:
+        raise DataError(f"{path}: {len(issues)} problem(s):\n  " + "\n  ".join(map(str, issues)))
+    classes = sorted({label for _, label, _ in kept})
     index = {c: i for i, c in enumerate(classes)}
-    base = path.parent
-    records = [
-        ImageRecord(
-            path=(base / file) if not Path(file).is_absolute() else Path(file),
-            label=index[label],
-            split=split,
-        )
-        for file, label, split in rows
-    ]
-    return Dataset(classes, records, task="classify", root=base, format="csv")
+    records = [ImageRecord(path=image, label=index[label], split=split) for image, label, split in kept]
+    return Dataset(classes, records, task="classify", root=base, format="csv", issues=issues)
 
 
 def write(dataset: Dataset, out: Path) -> None:

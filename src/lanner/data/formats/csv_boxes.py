@@ -5,7 +5,8 @@ Column names are matched like the classification CSV (``filename``/``image`` for
 ``filename,width,height,class,xmin,ymin,xmax,ymax``) read as they are; optional ``width``/
 ``height`` are checked against the image and ``split`` sets the split. A row with empty box
 columns is an image without boxes (a negative). Relative paths are resolved against the CSV's
-folder, then ``images/`` beside it and the folder above (raccoon keeps CSVs in ``data/``).
+folder, then ``images/`` beside it and the folder above (raccoon keeps CSVs in ``data/``), and
+must lie inside the dataset root (:mod:`lanner.data.paths`).
 A ``classes.txt`` beside the CSV fixes the class list.
 
 Writing to a ``.csv`` path writes only the CSV, pointing at the images where they are; writing
@@ -21,7 +22,14 @@ import os
 from pathlib import Path
 
 from lanner.data.formats import Format, register_format
-from lanner.data.formats.csv import BOX_COLUMNS, LABEL_COLUMNS, PATH_COLUMNS, is_detection_csv
+from lanner.data.formats.csv import (
+    BOX_COLUMNS,
+    LABEL_COLUMNS,
+    PATH_COLUMNS,
+    box_columns_in,
+    is_detection_csv,
+)
+from lanner.data.paths import Confinement
 from lanner.data.records import Dataset, canonical_split
 from lanner.data.validate import (
     IGNORE_LABEL,
@@ -29,8 +37,10 @@ from lanner.data.validate import (
     RawBox,
     format_number,
     label_names,
+    number_list,
     place_image,
     read_class_file,
+    read_csv,
     require_detection,
     resolve_image,
 )
@@ -59,14 +69,6 @@ def _column(header: list[str], options: tuple[str, ...]) -> str | None:
     return next((c for c in options if c in header), None)
 
 
-def _rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
-        rows = [(n, {k: (v or "").strip() for k, v in row.items() if k}) for n, row in enumerate(reader, 2)]
-    return list(reader.fieldnames), rows
-
-
 def _group_by_image(path: Path, rows, path_col: str, label_col: str) -> dict[str, dict]:
     """Image name -> its boxes, claimed size and split, in the order images first appear."""
     images: dict[str, dict] = {}
@@ -82,21 +84,30 @@ def _group_by_image(path: Path, rows, path_col: str, label_col: str) -> dict[str
         coords = [row.get(c, "") for c in BOX_COLUMNS]
         if not any(coords) and not row.get(label_col):
             continue  # a negative image: listed without a box
-        try:
-            xyxy = tuple(float(v) for v in coords)
-        except ValueError:
-            xyxy = (float("nan"),) * 4  # reported as a NaN box by the builder
-        entry["boxes"].append(RawBox(row.get(label_col, ""), xyxy))
+        # Text that is not a number stays in the box, so the builder's issue shows it.
+        entry["boxes"].append(RawBox(row.get(label_col, ""), number_list(coords) or coords))
     return images
 
 
 def read(
-    path: Path, *, strict: bool = False, classes: list[str] | None = None, on_unknown_class: str = "drop", **_
+    path: Path,
+    *,
+    strict: bool = False,
+    classes: list[str] | None = None,
+    on_unknown_class: str = "drop",
+    allow_outside_root: bool = False,
+    **_,
 ) -> Dataset:
     csv_path = _box_csv(path)
     if csv_path is None:
         raise DataError(f"{path}: not a detection CSV (needs {', '.join(BOX_COLUMNS)} and a path column)")
-    header, rows = _rows(csv_path)
+    header, rows = read_csv(csv_path)
+    missing = [c for c in BOX_COLUMNS if c not in header]
+    if missing:
+        raise DataError(
+            f"{csv_path}: no {', '.join(missing)} column (has {', '.join(box_columns_in(header))}); "
+            f"a detection CSV needs all of {', '.join(BOX_COLUMNS)}"
+        )
     path_col, label_col = _column(header, PATH_COLUMNS), _column(header, LABEL_COLUMNS)
     if path_col is None or label_col is None:
         raise DataError(
@@ -106,10 +117,11 @@ def read(
     base = csv_path.parent
     search = [base, base / "images", base.parent, base.parent / "images"]
     declared = classes or read_class_file(base / "classes.txt")
-    builder = DetectionBuilder("csv_boxes", base, declared, strict, on_unknown_class)
+    within = Confinement.of(path, allow_outside_root)
+    builder = DetectionBuilder("csv_boxes", base, declared, strict, on_unknown_class, within=within)
     for name, entry in _group_by_image(csv_path, rows, path_col, label_col).items():
         builder.add_image(
-            resolve_image(name, search),
+            resolve_image(name, search, within=within),
             entry["boxes"],
             source=f"{csv_path}:{entry['line']}",
             annotated_size=entry["size"],
@@ -145,4 +157,4 @@ def write(dataset: Dataset, out: Path) -> None:
         (out / "classes.txt").write_text("".join(f"{c}\n" for c in dataset.classes), encoding="utf-8")
 
 
-register_format(Format("csv_boxes", sniff, read, write, priority=38))
+register_format(Format("csv_boxes", sniff, read, write, priority=38, keeps_crowd=False))

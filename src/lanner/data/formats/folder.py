@@ -1,7 +1,8 @@
 """Class-per-folder classification sets: ``root/<class>/*.jpg`` or ``root/<split>/<class>/*.jpg``.
 
 Nested folders below a class folder belong to that class. Split folders (train/val/test and their
-usual spellings) are recognised by name.
+usual spellings) are recognised by name. Images (or class folders) that are symlinks leading out of
+the dataset folder are refused with an issue (:mod:`lanner.data.paths`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from lanner.data.formats import Format, register_format
 from lanner.data.images import is_image_file
-from lanner.data.records import SPLIT_ALIASES, Dataset, ImageRecord, canonical_split
+from lanner.data.paths import Confinement
+from lanner.data.records import SPLIT_ALIASES, Dataset, ImageRecord, Issue, canonical_split
 from lanner.errors import DataError
 
 
@@ -45,21 +47,26 @@ def sniff(path: Path) -> bool:
     return False
 
 
-def read(path: Path, **_) -> Dataset:
+def read(path: Path, *, allow_outside_root: bool = False, strict: bool = False, **_) -> Dataset:
     split_dirs = _split_dirs(path)
     groups = [(canonical_split(d.name), d) for d in split_dirs] or [(None, path)]
     classes = sorted({c.name for _, root in groups for c in _subdirs(root)})
     if not classes:
         raise DataError(f"{path}: no class folders found (expected {path}/<class>/<images>)")
     index = {name: i for i, name in enumerate(classes)}
-    records = []
+    within, records, issues = Confinement.of(path, allow_outside_root), [], []
     for split, root in groups:
         for class_dir in _subdirs(root):
             for img in _images_under(class_dir):
-                records.append(ImageRecord(path=img, label=index[class_dir.name], split=split))
+                if within.contains(img):  # a symlinked image or class folder may lead elsewhere
+                    records.append(ImageRecord(path=img, label=index[class_dir.name], split=split))
+                else:
+                    issues.append(Issue(str(img), within.refusal(img), "skipped", "outside_root"))
+    if strict and issues:
+        raise DataError(f"{path}: {len(issues)} problem(s):\n  " + "\n  ".join(map(str, issues)))
     if not records:
         raise DataError(f"{path}: class folders hold no image files")
-    return Dataset(classes, records, task="classify", root=path, format="folder")
+    return Dataset(classes, records, task="classify", root=path, format="folder", issues=issues)
 
 
 def write(dataset: Dataset, out: Path) -> None:

@@ -3,7 +3,8 @@
 Every shape with points becomes a box: rectangles directly (in whatever corner order they were
 dragged), polygons, lines and masks as the bounding box of their points, circles as the box
 around centre and radius. Shapes labelled ``__ignore__`` become ignore regions; ``_background_``
-is never a class. ``imagePath`` is relative to the JSON; when it does not name an image file
+is never a class. ``imagePath`` is relative to the JSON and must lie inside the dataset root
+(:mod:`lanner.data.paths`); when it does not name an image file
 (labelme's tutorial points it at the JSON itself) an image with the JSON's stem is used, and
 failing that the inline ``imageData`` is written once to a cache folder. A ``labels.txt`` at the
 root (labelme's ``--labels`` file) fixes the class list. Splits come from folder names.
@@ -22,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from lanner.data.formats import Format, register_format
+from lanner.data.paths import Confinement
 from lanner.data.records import Dataset
 from lanner.data.validate import (
     BACKGROUND_LABEL,
@@ -30,11 +32,15 @@ from lanner.data.validate import (
     RawBox,
     bounding_box,
     label_names,
+    load_json,
+    number_list,
     place_image,
     read_class_file,
     require_detection,
     resolve_image,
+    short_repr,
     split_from_path,
+    text_value,
 )
 from lanner.errors import DataError
 
@@ -45,12 +51,40 @@ MAX_SNIFF_FILES = 50  # JSON files opened at most when sniffing a folder
 def _load_labelme(path: Path) -> dict | None:
     """The parsed JSON when it is a labelme file, else None (COCO or other JSON living nearby)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(path, "Labelme")
+    except DataError:
         return None
     if isinstance(data, dict) and "shapes" in data and "imagePath" in data:
         return data
     return None
+
+
+def _labelme_or_issue(path: Path, builder: DetectionBuilder) -> dict | None:
+    """A labelme file's data; other JSON is passed over, broken labelme files become issues.
+
+    A JSON object with ``shapes`` is a labelme file (COCO and other JSON found in the same folders
+    has none); one that cannot be parsed at all is reported, since it may well be a labelme file.
+    """
+    try:
+        data = load_json(path, "Labelme")
+    except DataError as e:
+        builder.note(path, str(e).split(": ", 1)[-1], "skipped", "malformed")
+        return None
+    if not isinstance(data, dict):
+        problem = f"top level is a JSON {type(data).__name__}, not an object (neither Labelme nor COCO)"
+        builder.note(path, problem, "skipped", "malformed")
+        return None
+    if "shapes" not in data:
+        return None
+    if text_value(data.get("imagePath")) is None and not data.get("imageData"):
+        builder.note(
+            path, "no 'imagePath' (and no inline 'imageData'): no image to use", "skipped", "malformed"
+        )
+        return None
+    if not isinstance(data["shapes"], list):
+        builder.note(path, f"'shapes' is not a list: {short_repr(data['shapes'])}", "skipped", "malformed")
+        return None
+    return data
 
 
 def _json_files(path: Path) -> list[Path]:
@@ -67,25 +101,41 @@ def sniff(path: Path) -> bool:
 
 def _shape_box(shape: dict) -> tuple[float, float, float, float] | None:
     points = shape.get("points") or []
-    if shape.get("shape_type") == "circle" and len(points) == 2:
-        (cx, cy), (px, py) = points
+    flat = number_list([v for p in points for v in p]) if _is_point_list(points) else None
+    if flat is None:
+        return None
+    if shape.get("shape_type") == "circle" and len(flat) == 4:
+        cx, cy, px, py = flat
         r = math.hypot(px - cx, py - cy)
         return cx - r, cy - r, cx + r, cy + r
-    return bounding_box(points)
+    return bounding_box(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _boxes(data: dict) -> list[RawBox]:
+def _is_point_list(points) -> bool:
+    return isinstance(points, list) and all(isinstance(p, list) and len(p) == 2 for p in points)
+
+
+def _boxes(data: dict, path: Path, builder: DetectionBuilder) -> list[RawBox]:
     boxes = []
-    for shape in data.get("shapes", []):
+    for index, shape in enumerate(data["shapes"]):
+        if not isinstance(shape, dict):
+            builder.note(
+                path, f"shapes[{index}] is not an object: {short_repr(shape)}", "dropped", "malformed"
+            )
+            continue
+        label = text_value(shape.get("label")) or ""
+        if not shape.get("points"):
+            # A shape without points has no extent: the builder drops it as degenerate.
+            boxes.append(RawBox(label, (0.0, 0.0, 0.0, 0.0)))
+            continue
         box = _shape_box(shape)
-        # A shape without points (or a single point) has no extent: the builder drops it as degenerate.
-        boxes.append(RawBox(str(shape.get("label", "")), box or (0.0, 0.0, 0.0, 0.0)))
+        boxes.append(RawBox(label, box if box is not None else [shape.get("points")]))
     return boxes
 
 
 def _inline_image(data: dict, json_path: Path) -> Path | None:
     """Write the base64 ``imageData`` once to a cache file named by its hash (no pixel decoding)."""
-    if not data.get("imageData"):
+    if not isinstance(data.get("imageData"), str) or not data["imageData"]:
         return None
     try:
         raw = base64.b64decode(data["imageData"])
@@ -100,36 +150,49 @@ def _inline_image(data: dict, json_path: Path) -> Path | None:
     return target
 
 
-def _image_for(data: dict, json_path: Path) -> Path | None:
-    image_path = str(data.get("imagePath") or "")
-    image = resolve_image(image_path, [json_path.parent]) if image_path else None
+def _image_for(data: dict, json_path: Path, within: Confinement) -> tuple[Path | None, bool]:
+    """The image file and whether it was decoded from the inline ``imageData``."""
+    image_path = text_value(data.get("imagePath"))
+    image = resolve_image(image_path, [json_path.parent], within=within) if image_path else None
     if image is None or image.suffix.lower() == ".json":
-        image = resolve_image(json_path.stem, [json_path.parent], stem_fallback=True)
-    return image or _inline_image(data, json_path)
+        image = resolve_image(json_path.stem, [json_path.parent], stem_fallback=True, within=within)
+    if image is not None:
+        return image, False
+    inline = _inline_image(data, json_path)
+    return inline, inline is not None
 
 
 def read(
-    path: Path, *, strict: bool = False, classes: list[str] | None = None, on_unknown_class: str = "drop", **_
+    path: Path,
+    *,
+    strict: bool = False,
+    classes: list[str] | None = None,
+    on_unknown_class: str = "drop",
+    allow_outside_root: bool = False,
+    **_,
 ) -> Dataset:
     root = path if path.is_dir() else path.parent
-    builder = DetectionBuilder(
-        "labelme", root, classes or read_class_file(root / "labels.txt"), strict, on_unknown_class
-    )
+    within = Confinement.of(path, allow_outside_root)
+    declared = classes or read_class_file(root / "labels.txt")
+    builder = DetectionBuilder("labelme", root, declared, strict, on_unknown_class, within=within)
     found = 0
     for json_path in _json_files(path):
-        data = _load_labelme(json_path)
+        data = _labelme_or_issue(json_path, builder) if builder.admit(json_path, json_path) else None
         if data is None:
             continue
         found += 1
+        image, inline = _image_for(data, json_path, within)
         builder.add_image(
-            _image_for(data, json_path),
-            _boxes(data),
+            image,
+            _boxes(data, json_path, builder),
             source=json_path,
-            annotated_size=(data.get("imageWidth") or 0, data.get("imageHeight") or 0),
+            annotated_size=(data.get("imageWidth"), data.get("imageHeight")),
             split=split_from_path(json_path, root),
+            inline=inline,
         )
     if not found:
-        raise DataError(f"{path}: no Labelme JSON files (with 'shapes' and 'imagePath')")
+        why = f"; {builder.issues[0]}" if builder.issues else ""
+        raise DataError(f"{path}: no usable Labelme JSON files (with 'shapes' and 'imagePath'){why}")
     return builder.build()
 
 
@@ -172,4 +235,4 @@ def write(dataset: Dataset, out: Path) -> None:
     (out / "labels.txt").write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
 
 
-register_format(Format("labelme", sniff, read, write, priority=35))
+register_format(Format("labelme", sniff, read, write, priority=35, keeps_crowd=False))

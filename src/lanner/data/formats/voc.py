@@ -7,9 +7,11 @@ Layouts read (folder names case-insensitive):
   Detection API CSVs ``data/{train,test}_labels.csv`` (their ``filename`` column names the images);
 * flat: XML files next to their images.
 
-``<filename>`` is looked up in the image folder; ``<path>`` is ignored because it is usually an
-absolute path on the annotator's machine. ``difficult=1`` objects become crowd boxes
-(``iscrowd=True``: neither a hit nor a miss in evaluation), matching VOC's own evaluation.
+``<filename>`` is looked up in the image folder and must lie inside the dataset root
+(:mod:`lanner.data.paths`); ``<path>`` is ignored because it is usually an absolute path on the
+annotator's machine (so it can never lead outside the dataset either). ``difficult=1`` objects
+become crowd boxes (``iscrowd=True``: neither a hit nor a miss in evaluation), matching VOC's own
+evaluation.
 A ``class_names.txt`` (labelme2voc) or ``classes.txt`` at the root fixes the class list.
 
 Writing: ``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/<split>.txt`` and
@@ -19,12 +21,12 @@ rounded to 1 decimal (most VOC tools parse with ``float``; a few expect integers
 
 from __future__ import annotations
 
-import csv
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from lanner.data.formats import Format, register_format
 from lanner.data.images import is_image_file
+from lanner.data.paths import Confinement
 from lanner.data.records import Dataset, canonical_split
 from lanner.data.validate import (
     IGNORE_LABEL,
@@ -32,8 +34,11 @@ from lanner.data.validate import (
     RawBox,
     format_number,
     label_names,
+    number_list,
     place_image,
     read_class_file,
+    read_csv,
+    read_text,
     require_detection,
     resolve_image,
 )
@@ -79,27 +84,33 @@ def _text(node: ET.Element | None, tag: str, default: str = "") -> str:
 
 
 def _number(node: ET.Element | None, tag: str) -> float:
-    try:
-        return float(_text(node, tag, "nan"))
-    except ValueError:
-        return float("nan")
+    """The number in ``<tag>``; NaN when it is missing or not a number (the builder reports it)."""
+    found = number_list([_text(node, tag, "nan")])
+    return found[0] if found else float("nan")
 
 
 def _parse(xml_path: Path) -> ET.Element:
     try:
-        return ET.parse(xml_path).getroot()
-    except (ET.ParseError, OSError) as e:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError, ValueError) as e:  # ValueError: e.g. an unknown encoding declared
         raise DataError(f"{xml_path}: not readable VOC XML ({e})") from e
+    if root.tag != "annotation":
+        raise DataError(f"{xml_path}: not VOC XML (the root element is <{root.tag}>, not <annotation>)")
+    return root
 
 
-def _objects(root: ET.Element) -> list[RawBox]:
+def _objects(root: ET.Element, xml_path: Path, builder: DetectionBuilder) -> list[RawBox]:
     boxes = []
-    for obj in root.iter("object"):
+    for index, obj in enumerate(root.iter("object")):
+        name = _text(obj, "name")
+        if not name:
+            builder.note(xml_path, f"<object> #{index + 1} has no <name>", "dropped", "malformed")
+            continue
         bnd = obj.find("bndbox")
         xyxy = tuple(_number(bnd, t) for t in ("xmin", "ymin", "xmax", "ymax"))
         # Empty <difficult/> (labelme2voc writes them) means not difficult.
         difficult = _text(obj, "difficult", "0") in ("1", "true", "True")
-        boxes.append(RawBox(_text(obj, "name"), xyxy, difficult))
+        boxes.append(RawBox(name, xyxy, difficult))
     return boxes
 
 
@@ -112,7 +123,7 @@ def _split_lists(root: Path) -> dict[str, str]:
     splits: dict[str, str] = {}
     for name, file in lists.items():
         split = "train" if name == "trainval" else canonical_split(name)
-        for line in file.read_text(encoding="utf-8").splitlines():
+        for line in read_text(file).splitlines():
             if line.split():
                 splits.setdefault(line.split()[0], split)
     if not splits:
@@ -120,11 +131,9 @@ def _split_lists(root: Path) -> dict[str, str]:
             split = canonical_split(file.stem[: -len("_labels")])
             if split not in ("train", "val", "test"):
                 continue
-            with file.open(newline="", encoding="utf-8-sig") as f:
-                for row in csv.DictReader(f):
-                    name = (row.get("filename") or "").strip()
-                    if name:
-                        splits.setdefault(Path(name).stem, split)
+            for _, row in read_csv(file)[1]:
+                if row.get("filename"):
+                    splits.setdefault(Path(row["filename"]).stem, split)
     return splits
 
 
@@ -137,7 +146,13 @@ def _declared_classes(root: Path) -> list[str] | None:
 
 
 def read(
-    path: Path, *, strict: bool = False, classes: list[str] | None = None, on_unknown_class: str = "drop", **_
+    path: Path,
+    *,
+    strict: bool = False,
+    classes: list[str] | None = None,
+    on_unknown_class: str = "drop",
+    allow_outside_root: bool = False,
+    **_,
 ) -> Dataset:
     if path.is_file():
         root, xml_files = path.parent, [path]
@@ -149,17 +164,23 @@ def read(
     image_dir = _child_dir(root, IMAGE_DIRS)
     search = [d for d in (image_dir, root) if d is not None]
     splits = _split_lists(root)
-    builder = DetectionBuilder("voc", root, classes or _declared_classes(root), strict, on_unknown_class)
+    within = Confinement.of(path, allow_outside_root)
+    declared = classes or _declared_classes(root)
+    builder = DetectionBuilder("voc", root, declared, strict, on_unknown_class, within=within)
     for xml_path in xml_files:
+        if not builder.admit(xml_path, xml_path):
+            continue  # a symlink leading out of the dataset: not ours to read
         ann = _parse(xml_path)
         file_name = _text(ann, "filename") or xml_path.stem
-        image = resolve_image(file_name, [*search, xml_path.parent], stem_fallback=True)
+        image = resolve_image(file_name, [*search, xml_path.parent], stem_fallback=True, within=within)
         if image is None and not Path(file_name).suffix:
-            image = resolve_image(xml_path.stem, [*search, xml_path.parent], stem_fallback=True)
+            image = resolve_image(
+                xml_path.stem, [*search, xml_path.parent], stem_fallback=True, within=within
+            )
         size = ann.find("size")
         builder.add_image(
             image,
-            _objects(ann),
+            _objects(ann, xml_path, builder),
             source=xml_path,
             annotated_size=(_number(size, "width"), _number(size, "height")),
             split=splits.get(xml_path.stem),

@@ -13,8 +13,8 @@ replaced by ``labels``, the suffix by ``.txt``. An image without a label file is
 Segment lines (``class x1 y1 x2 y2 ...``) become the bounding box of the polygon.
 
 Writing: ``images/<split>/``, ``labels/<split>/`` (or flat without splits), ``data.yaml`` and
-``classes.txt``; coordinates with 6 decimals, as Ultralytics writes them. Crowd flags and ignore
-regions have no YOLO form: crowd boxes are written as ordinary boxes, ignore regions are not written.
+``classes.txt``; coordinates with 6 decimals, as Ultralytics writes them. Crowd boxes and ignore
+regions have no YOLO form: ``write_dataset`` leaves them out and reports each loss as an issue.
 """
 
 from __future__ import annotations
@@ -25,14 +25,20 @@ import yaml
 
 from lanner.data.formats import Format, register_format
 from lanner.data.images import image_size, is_image_file
+from lanner.data.paths import Confinement, is_dir, is_file
 from lanner.data.records import SPLIT_ALIASES, Dataset, canonical_split
 from lanner.data.validate import (
     DetectionBuilder,
     RawBox,
     bounding_box,
+    integer_id,
+    number_list,
     place_image,
     read_class_file,
+    read_text,
     require_detection,
+    short_repr,
+    text_value,
 )
 from lanner.errors import DataError
 
@@ -44,7 +50,7 @@ def _yaml_file(path: Path) -> Path | None:
     if path.is_file():
         return path if path.suffix.lower() in (".yaml", ".yml") else None
     for f in sorted(path.glob("*.y*ml")):
-        if "names" in f.read_text(encoding="utf-8", errors="replace"):
+        if f.is_file() and "names" in f.read_text(encoding="utf-8", errors="replace"):
             return f
     return None
 
@@ -78,57 +84,93 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _images_of(entry: Path) -> list[Path]:
-    if entry.is_file() and entry.suffix.lower() == ".txt":  # a list of image paths, one a line
-        lines = [ln.strip() for ln in entry.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return [p if p.is_absolute() else entry.parent / p for p in map(Path, lines)]
-    if entry.is_dir():
+def _images_of(entry: Path, builder: DetectionBuilder, source: Path) -> list[Path]:
+    """The images an entry of data.yaml names: a folder, a ``.txt`` list of images, or one image."""
+    if not builder.admit(entry, source):
+        return []
+    if is_file(entry) and entry.suffix.lower() == ".txt":  # a list of image paths, one a line
+        lines = [ln.strip() for ln in read_text(entry).splitlines() if ln.strip()]
+        listed = [entry.parent / p for p in map(Path, lines)]  # an absolute line replaces the folder
+        return [image for image in listed if builder.admit(image, entry)]
+    if is_dir(entry):
         return sorted(p for p in entry.rglob("*") if p.is_file() and is_image_file(p))
     return [entry]  # a missing folder or file: reported as a missing image
 
 
 def _names_from_yaml(names, yaml_path: Path) -> list[str]:
     if isinstance(names, dict):
-        ids = sorted(int(k) for k in names)
-        if ids != list(range(len(ids))):
-            raise DataError(f"{yaml_path}: 'names' ids {ids} must be 0..{len(ids) - 1}")
-        return [str(names[k] if k in names else names[str(k)]) for k in ids]
-    if isinstance(names, list):
-        return [str(n) for n in names]
-    raise DataError(f"{yaml_path}: 'names' must be a list or an {{id: name}} mapping")
+        ids = {integer_id(k): v for k, v in names.items()}
+        if None in ids or sorted(ids) != list(range(len(ids))):
+            raise DataError(f"{yaml_path}: 'names' ids {sorted(map(str, names))} must be 0..{len(ids) - 1}")
+        names = [ids[i] for i in range(len(ids))]
+    if isinstance(names, list) and all(text_value(n) is not None for n in names):
+        return [text_value(n) for n in names]
+    raise DataError(f"{yaml_path}: 'names' must be a list of class names or an {{id: name}} mapping")
 
 
-def _from_yaml(yaml_path: Path) -> tuple[list[str], list[tuple[str | None, list[Path]]]]:
+def _load_yaml(yaml_path: Path) -> dict:
     try:
-        cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
+        cfg = yaml.safe_load(read_text(yaml_path))
+    except yaml.YAMLError as e:
         raise DataError(f"{yaml_path}: unreadable YAML ({e})") from e
+    if not isinstance(cfg, dict):
+        raise DataError(f"{yaml_path}: a dataset yaml must be a mapping with 'names', 'train' and 'val'")
     if "names" not in cfg:
         raise DataError(f"{yaml_path}: no 'names' key (the class names)")
-    base = Path(cfg.get("path") or ".")
+    return cfg
+
+
+def _yaml_base(cfg: dict, yaml_path: Path, builder: DetectionBuilder) -> Path:
+    """The folder ``train``/``val``/``test`` are relative to: ``path:``, else the yaml's folder."""
+    given = cfg.get("path")
+    if given is not None and not isinstance(given, str):
+        raise DataError(f"{yaml_path}: 'path' must be a folder name, not {short_repr(given)}")
+    base = Path(given or ".")
     base = base if base.is_absolute() else yaml_path.parent / base
-    if not base.is_dir():
+    if not is_dir(base):
         # Ultralytics users often leave their own machine's absolute path: use the yaml's folder.
-        base = yaml_path.parent
-    groups = []
+        return yaml_path.parent
+    if not builder.admit(base, yaml_path):
+        return yaml_path.parent  # refused and noted; what the yaml's own folder holds still counts
+    return base
+
+
+def _yaml_entries(cfg: dict, key: str, yaml_path: Path) -> list[str]:
+    entries = cfg.get(key)
+    entries = [entries] if isinstance(entries, str) else entries or []
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise DataError(f"{yaml_path}: {key!r} must be a folder, a .txt list of images, or a list of them")
+    return entries
+
+
+def _from_yaml(
+    yaml_path: Path, builder: DetectionBuilder
+) -> tuple[list[str], list[tuple[str | None, list[Path]]]]:
+    cfg = _load_yaml(yaml_path)
+    names = _names_from_yaml(cfg["names"], yaml_path)
+    base = _yaml_base(cfg, yaml_path, builder)
+    groups, listed = [], {}
     for key in YAML_SPLIT_KEYS:
-        entries = cfg.get(key)
-        for entry in [entries] if isinstance(entries, str) else entries or []:
-            groups.append((canonical_split(key), _images_of(base / entry)))
+        for entry in _yaml_entries(cfg, key, yaml_path):
+            # train and val often name the same entry: read (and report its problems) once.
+            if entry not in listed:
+                listed[entry] = _images_of(base / entry, builder, yaml_path)
+            groups.append((canonical_split(key), listed[entry]))
     if len(groups) > 1 and all(images == groups[0][1] for _, images in groups):
         # train and val naming the same images (Ultralytics requires both keys) means "no split".
         groups = [(None, groups[0][1])]
-    return _names_from_yaml(cfg["names"], yaml_path), groups
+    return names, groups
 
 
 def _parse_line(line: str, names: list[str], width: int, height: int) -> RawBox | str:
     """A box in pixels, or a string saying what is wrong with the line."""
     fields = line.split()
-    try:
-        cls, values = int(float(fields[0])), [float(v) for v in fields[1:]]
-    except ValueError:
+    cls, values = integer_id(fields[0]), number_list(fields[1:])
+    if cls is None or cls < 0:
+        return f"line {line!r}: class {fields[0]!r} is not a class index (a whole number >= 0)"
+    if values is None:
         return f"line {line!r} is not numbers"
-    name = names[cls] if 0 <= cls < len(names) else f"<class id {cls}>"
+    name = names[cls] if cls < len(names) else f"<class id {cls}>"
     if len(values) == 4:
         cx, cy, w, h = values
         xyxy = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
@@ -139,32 +181,58 @@ def _parse_line(line: str, names: list[str], width: int, height: int) -> RawBox 
     return f"line {line!r} has {len(values)} values after the class; expected 4 (or a polygon)"
 
 
+def _label_file_lines(labels: Path, builder: DetectionBuilder) -> list[str] | None:
+    """Lines of the label file ([] when there is none: a negative); None when it cannot be used."""
+    if not is_file(labels):
+        return []
+    if not builder.admit(labels, labels):
+        return None
+    try:
+        return read_text(labels).splitlines()
+    except DataError as e:
+        builder.note(labels, str(e).split(": ", 1)[-1], "skipped", "malformed")
+        return None
+
+
 def _read_labels(image: Path, names: list[str], builder: DetectionBuilder, split: str | None) -> None:
     labels = label_path(image)
+    if not builder.admit(image, labels if is_file(labels) else image):
+        return
+    lines = _label_file_lines(labels, builder)
+    if lines is None:
+        return
     try:
         width, height = image_size(image)
     except DataError:
         width = height = 0  # the builder reports the unreadable image and skips it
     boxes = []
-    if labels.is_file():
-        for n, line in enumerate(labels.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            parsed = _parse_line(line, names, width, height)
-            if isinstance(parsed, str):
-                builder.note(f"{labels}:{n}", parsed, "dropped", "box")
-            else:
-                boxes.append(parsed)
-    builder.add_image(image, boxes, source=labels if labels.is_file() else image, split=split)
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parsed = _parse_line(line, names, width, height)
+        if isinstance(parsed, str):
+            builder.note(f"{labels}:{n}", parsed, "dropped", "box")
+        else:
+            boxes.append(parsed)
+    builder.add_image(image, boxes, source=labels if is_file(labels) else image, split=split)
 
 
 def read(
-    path: Path, *, strict: bool = False, classes: list[str] | None = None, on_unknown_class: str = "drop", **_
+    path: Path,
+    *,
+    strict: bool = False,
+    classes: list[str] | None = None,
+    on_unknown_class: str = "drop",
+    allow_outside_root: bool = False,
+    **_,
 ) -> Dataset:
     yaml_path = _yaml_file(path)
     root = path if path.is_dir() else path.parent
+    builder = DetectionBuilder(
+        "yolo", root, None, strict, on_unknown_class, within=Confinement.of(path, allow_outside_root)
+    )
     if yaml_path is not None:
-        names, groups = _from_yaml(yaml_path)
+        names, groups = _from_yaml(yaml_path, builder)
     else:
         pairs = _image_label_pairs(path)
         if not pairs:
@@ -175,9 +243,9 @@ def read(
                 f"{path}: YOLO labels hold class ids only; add classes.txt or a data.yaml "
                 "with 'names' (or pass classes=)"
             )
-        groups = [(split, _images_of(images)) for split, images in pairs]
+        groups = [(split, _images_of(images, builder, path)) for split, images in pairs]
     # Ids in the txt files index the file's own names; ``classes=`` only filters which to keep.
-    builder = DetectionBuilder("yolo", root, classes or names, strict, on_unknown_class)
+    builder.set_classes(classes or names)
     for split, images in groups:
         for image in images:
             _read_labels(image, names or classes, builder, split)
@@ -229,4 +297,4 @@ def write(dataset: Dataset, out: Path) -> None:
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in dataset.classes), encoding="utf-8")
 
 
-register_format(Format("yolo", sniff, read, write, priority=30))
+register_format(Format("yolo", sniff, read, write, priority=30, keeps_crowd=False, keeps_ignore=False))
