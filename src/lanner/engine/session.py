@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 import lanner
-from lanner._io import write_json, write_text
+from lanner._io import sweep_temp_files, write_json, write_text
 from lanner.config import TrainConfig, parse_duration
 from lanner.data.formats import read_dataset
 from lanner.data.images import set_max_image_pixels
@@ -69,6 +69,9 @@ def start(
     if fresh:
         config, run_dir = _new_run(config, console, dist, kind)
     torch.manual_seed(config.seed)
+    if dist.is_main:  # what a killed run left half-written is of no use to anyone
+        for folder in (run_dir, RunDir(run_dir).checkpoints):
+            sweep_temp_files(folder)
     session = Session(
         config, RunDir(run_dir), device, choose_precision(config.precision, device), console, dist
     )
