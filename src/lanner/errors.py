@@ -15,3 +15,15 @@ class ConfigError(LannerError):
 
 class CheckpointError(LannerError):
     """A run directory or checkpoint is missing or unreadable."""
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C / SIGTERM after saving a resumable checkpoint."""
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (where the trainer turns it into a clean stop and ``Interrupted``).
+
+    A BaseException like KeyboardInterrupt, so that ``except Exception`` in the library cannot
+    swallow it; the CLI exits 143 (128 + SIGTERM) on it.
+    """

@@ -32,6 +32,7 @@ from lanner.engine.checkpoint import save_checkpoint
 from lanner.engine.history import write_history, write_segments
 from lanner.engine.plots import plot_curves
 from lanner.engine.schedules import Segment, lr_at
+from lanner.errors import Interrupted
 
 
 class TrainTask(Protocol):
@@ -103,10 +104,6 @@ def optimizer_step(task, model, optimizer, scaler, autocast, batch, lr: float) -
 
 def minimise(metric: str) -> bool:
     return "loss" in metric
-
-
-class Interrupted(Exception):
-    """Training stopped on Ctrl-C / SIGTERM after saving a resumable checkpoint."""
 
 
 class _StopFlag:
