@@ -485,3 +485,60 @@ def _maybe_report(run_dir: Path, console: Console) -> None:
     from lanner.report import build_report
 
     console.print(f"report: {build_report(run_dir)}")
+
+
+# ------------------------------------------------------------------------- small verbs for the CLI
+def export(run: str | Path, out: str | Path | None = None, *, check: bool = True) -> dict:
+    """The run's model as one ONNX file plus a JSON spec (see :func:`lanner.export.export_run`)."""
+    from lanner.export import export_run
+
+    return export_run(run, out, check=check)
+
+
+def list_models(task: str = "classify", pattern: str = "*") -> list[str]:
+    from lanner.models import list_models as names
+
+    return names(task, pattern)
+
+
+def demo(
+    task: str = "classify",
+    run: str | None = None,
+    data_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> Path:
+    """The built-in example end to end: write data, train, evaluate, predict, report."""
+    from lanner.demo import run_demo
+
+    return run_demo(task=task, run=run, data_dir=Path(data_dir) if data_dir else None, console=console)
+
+
+def relaunch(devices: int) -> None:
+    """With ``devices`` other than 1, replace this process by torchrun starting that many copies of
+    the same command, unless this process already is one of them."""
+    import os
+
+    if devices != 1 and "WORLD_SIZE" not in os.environ:
+        distributed.relaunch_under_torchrun(devices)
+
+
+def summarise(dataset) -> dict:
+    """What ``lanner check`` reports of a dataset as read (e.g. the one ``convert`` returns)."""
+    from lanner.data.check import summarise as summary_of
+
+    return summary_of(dataset, [])
+
+
+def set_max_image_pixels(pixels: int | None) -> None:
+    """Pillow's decompression-bomb limit for this process (0: none; None: leave it)."""
+    from lanner.data.images import set_max_image_pixels as set_limit
+
+    set_limit(pixels)
+
+
+_current_run_dir: Path | None = None  # set where a new run's directory is made (train, lr-find)
+
+
+def current_run_dir() -> Path | None:
+    """The directory of the run this process is making, once made (None before, or when unknown)."""
+    return _current_run_dir

@@ -314,7 +314,9 @@ class InferenceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str = option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N", commands=INFERENCE)
-    precision: Precision = option("auto", help="auto: bf16 on a GPU, 32 on a CPU", commands=INFERENCE)
+    precision: Precision = option(
+        "auto", help="numeric precision (auto: bf16 on a GPU, 32 on a CPU)", commands=INFERENCE
+    )
     tile: int | None = option(
         help="detection: tile size (default: the run's own tiling; 0: whole images)",
         commands=INFERENCE,
