@@ -8,6 +8,7 @@ The options that set config values are not written here: each field of :class:`T
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import json
 import signal
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lanner import __version__, api
+from lanner import __version__
 from lanner.config import (
     ConfigOption,
     InferenceOptions,
@@ -37,6 +38,22 @@ from lanner.config import (
     validated,
 )
 from lanner.errors import ConfigError, Interrupted, LannerError, Terminated
+
+
+def _lazy_module(name: str):
+    """``name`` imported on first use (the stdlib's LazyLoader recipe): the api pulls in torch, which
+    --help, usage errors and bad options should not wait seconds for."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+api = _lazy_module("lanner.api")  # the library, reached only through its api
 
 app = typer.Typer(
     add_completion=False,
