@@ -6,16 +6,22 @@ do what differs between classification and detection, and this module connects t
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from lanner import models
 from lanner._io import write_text
 from lanner.config import InferenceOptions, TrainConfig
 from lanner.data.check import check_dataset
+from lanner.data.check import summarise as summarise_dataset
 from lanner.data.convert import convert_dataset
 from lanner.data.formats import read_dataset
-from lanner.engine import lr_auto
+from lanner.data.images import set_max_image_pixels as set_image_pixel_limit
+from lanner.demo import run_demo
+from lanner.engine import distributed, lr_auto
 from lanner.engine import resume as resuming
 from lanner.engine import session as sessions
 from lanner.engine.lr_find import exponential_lrs
@@ -23,6 +29,7 @@ from lanner.engine.schedules import plot_schedule, schedule_table
 from lanner.engine.setup import base_lr, build_optimizer, first_segment
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
+from lanner.export import export_run
 from lanner.report import build_report
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
@@ -187,3 +194,44 @@ def convert(data: str, to: str, out: str | Path, format: str | None = None, stri
 
 def report(run: str | Path, out: str | Path | None = None) -> Path:
     return build_report(Path(run), out)
+
+
+# ------------------------------------------------------------------------- small verbs for the CLI
+def export(run: str | Path, out: str | Path | None = None, *, check: bool = True) -> dict:
+    """The run's model as one ONNX file plus a JSON spec (see :func:`lanner.export.export_run`)."""
+    return export_run(run, out, check=check)
+
+
+def list_models(task: str = "classify", pattern: str = "*") -> list[str]:
+    return models.list_models(task, pattern)
+
+
+def demo(
+    task: str = "classify", run: str | None = None, data_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> Path:  # fmt: skip
+    """The built-in example end to end: write data, train, evaluate, predict, report."""
+    here = sys.modules[__name__]
+    return run_demo(here, task=task, run=run, data_dir=Path(data_dir) if data_dir else None, console=console)
+
+
+def relaunch(devices: int) -> None:
+    """With ``devices`` other than 1, replace this process by torchrun starting that many copies of
+    the same command, unless this process already is one of them."""
+    if devices != 1 and "WORLD_SIZE" not in os.environ:
+        distributed.relaunch_under_torchrun(devices)
+
+
+def summarise(dataset) -> dict:
+    """What ``lanner check`` reports of a dataset as read (e.g. the one ``convert`` returns)."""
+    return summarise_dataset(dataset, [])
+
+
+def set_max_image_pixels(pixels: int | None) -> None:
+    """Pillow's decompression-bomb limit for this process (0: none; None: leave it)."""
+    set_image_pixel_limit(pixels)
+
+
+def current_run_dir() -> Path | None:
+    """The directory of the run this process is making, once made (None before, or when unknown)."""
+    return sessions.current_run_dir

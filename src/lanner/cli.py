@@ -1,21 +1,59 @@
-"""The `lanner` command: a thin layer that turns options into API calls and errors into clear lines."""
+"""The `lanner` command: a thin layer that turns options into API calls and errors into clear lines.
+
+The options that set config values are not written here: each field of :class:`TrainConfig` (and of
+:class:`InferenceOptions` for ``eval``/``predict``) declares its flag, help and commands once in
+:mod:`lanner.config`, and :func:`config_options` adds them to the commands' signatures.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import inspect
 import json
-import os
+import signal
 import sys
+import tempfile
+import traceback
+import typing
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_origin
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from lanner import __version__, api
-from lanner.config import apply_overrides, load_config, make_config
-from lanner.engine.trainer import Interrupted
-from lanner.errors import LannerError
+from lanner import __version__
+from lanner.config import (
+    ConfigOption,
+    InferenceOptions,
+    TrainConfig,
+    apply_overrides,
+    command_options,
+    load_config,
+    make_config,
+    validated,
+)
+from lanner.errors import ConfigError, Interrupted, LannerError, Terminated
+
+
+def _lazy_module(name: str):
+    """``name`` imported on first use (the stdlib's LazyLoader recipe): the api pulls in torch, which
+    --help, usage errors and bad options should not wait seconds for."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+api = _lazy_module("lanner.api")  # the library, reached only through its api
 
 app = typer.Typer(
     add_completion=False,
@@ -27,203 +65,229 @@ app = typer.Typer(
 console = Console()
 
 Opt = typer.Option
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
-def _config_from_options(config_file: Path | None, sets: list[str] | None, **options: Any):
-    """Config file < explicit options < --set key=value, then validated as one TrainConfig."""
+# ------------------------------------------------------------------ options generated from the config
+def config_options(command: str, *models: type) -> Callable[[Callable], Callable]:
+    """Decorator: the command also takes one option per field of ``models`` declared for ``command``.
+
+    The function receives them as ``given``: {dotted config key: value} of the options given on the
+    command line (not given: absent, so a config file's value or the default stands).
+    """
+    options = [opt for model in models for opt in command_options(model, command)]
+
+    def decorate(function: Callable) -> Callable:
+        def callback(**values: Any) -> Any:
+            given = _given(options, values)  # before **values is unpacked: it pops them
+            return function(**values, given=given)
+
+        generated = [param for opt in options for param in _parameters(opt)]
+        callback.__name__, callback.__doc__ = function.__name__, function.__doc__
+        callback.__signature__ = inspect.Signature([*_own_parameters(function), *generated])
+        return callback
+
+    return decorate
+
+
+def _own_parameters(function: Callable) -> list[inspect.Parameter]:
+    """The function's parameters but ``given``, their annotations resolved (typer reads them as objects)."""
+    hints = typing.get_type_hints(function, include_extras=True)
+    params = inspect.signature(function).parameters.values()
+    return [p.replace(annotation=hints[p.name], kind=KEYWORD) for p in params if p.name != "given"]
+
+
+def _parameters(opt: ConfigOption) -> list[inspect.Parameter]:
+    """The typer parameter of one config option (plus its off switch, like --no-tile)."""
+    flags = opt.flags
+    if opt.value_type is bool:
+        flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:])
+    info = Opt(*flags, help=_help(opt), show_default=False)
+    params = [inspect.Parameter(opt.name, KEYWORD, default=None, annotation=Annotated[_cli_type(opt), info])]
+    if opt.off_flag:
+        flag, _, help_text = opt.off_flag
+        switch = Annotated[bool, Opt(flag, help=help_text)]
+        params.append(inspect.Parameter(_switch_name(opt), KEYWORD, default=False, annotation=switch))
+    return params
+
+
+def _cli_type(opt: ConfigOption) -> Any:
+    """What typer parses: lists as one comma-separated text, maps as repeated KEY=VALUE, choices and
+    unions (``--lr 0.01`` or ``--lr auto``) as text that the config validates."""
+    kind = opt.value_type
+    origin = get_origin(kind)
+    if origin is dict:
+        return list[str] | None
+    if origin is not None or kind is Any:
+        return str | None
+    return kind | None
+
+
+def _help(opt: ConfigOption) -> str:
+    text = f"{opt.help}: {', '.join(opt.choices)}" if opt.choices else opt.help
+    default = _shown_default(opt)
+    return f"{text}  [default: {default}]" if default else text
+
+
+def _shown_default(opt: ConfigOption) -> str:
+    """The config's default ('' for "choose for me"); a config file or --set may replace it."""
+    if opt.default is None or opt.default == {} or opt.default == []:
+        return ""
+    if isinstance(opt.default, bool):
+        return opt.flags[0][2:] if opt.default else f"no-{opt.flags[0][2:]}"
+    return str(opt.default)
+
+
+def _switch_name(opt: ConfigOption) -> str:
+    return opt.off_flag[0].lstrip("-").replace("-", "_")
+
+
+def _given(options: list[ConfigOption], values: dict[str, Any]) -> dict[str, Any]:
+    """Pop the generated options from ``values``; the ones given, as config values by dotted key."""
+    given = {}
+    for opt in options:
+        value = values.pop(opt.name)
+        if opt.off_flag and values.pop(_switch_name(opt)):
+            value = opt.off_flag[1]
+        if value is not None:
+            given[opt.key] = _config_value(opt, value)
+    return given
+
+
+def _config_value(opt: ConfigOption, value: Any) -> Any:
+    origin = get_origin(opt.value_type)
+    if origin is list:
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if origin is dict:
+        return _pairs(opt.flags[0], value)
+    return value
+
+
+def _pairs(flag: str, items: list[str]) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in items]
+    if any(len(pair) != 2 for pair in pairs):
+        raise typer.BadParameter("takes OLD=NEW", param_hint=flag)
+    return {old.strip(): new.strip() for old, new in pairs}
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"schedule.name": "step"} -> {"schedule": {"name": "step"}}."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        target = nested
+        for name in parents:
+            target = target.setdefault(name, {})
+        target[leaf] = value
+    return nested
+
+
+def _train_config(config_file: Path | None, sets: list[str] | None, given: dict[str, Any]) -> TrainConfig:
+    """Config file < options given < --set key=value, then validated once as a TrainConfig."""
     values = load_config(config_file).model_dump(mode="json", exclude_unset=True) if config_file else {}
-    schedule = dict(values.get("schedule") or {})
-    for key in ("schedule", "warmup"):
-        val = options.pop(key, None)
-        if val is not None:
-            schedule["name" if key == "schedule" else "warmup_epochs"] = val
-    if schedule:
-        values["schedule"] = schedule
-    values.update({k: v for k, v in options.items() if v is not None})
+    for key, value in given.items():
+        *parents, leaf = key.split(".")
+        target = values
+        for name in parents:  # a nested spec: replace only the key given, keep the file's others
+            target[name] = dict(target.get(name) or {})
+            target = target[name]
+        target[leaf] = value
     values = apply_overrides(values, sets or [])
     return make_config(values, str(config_file or "options"))
 
 
-def _split_list(text: str | None) -> list[str] | None:
-    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+def _with_data(given: dict[str, Any], data: str | None) -> dict[str, Any]:
+    return {**given, "data": data} if data else given
 
 
-def _rename_map(items: list[str] | None) -> dict[str, str] | None:
-    if not items:
-        return None
-    pairs = [i.split("=", 1) for i in items]
-    if any(len(p) != 2 for p in pairs):
-        raise typer.BadParameter("--rename takes OLD=NEW")
-    return {a.strip(): b.strip() for a, b in pairs}
+def _require_data(cfg: TrainConfig) -> None:
+    if not cfg.data:
+        raise ConfigError("give DATA (or `data:` in --config)")
 
 
+def _limit_image_pixels(given: dict[str, Any]) -> None:
+    """--max-image-pixels (checked by the config's rule) for this process's image reads."""
+    pixels = given.pop("max_image_pixels", None)
+    if pixels is not None:
+        api.set_max_image_pixels(make_config({"max_image_pixels": pixels}, "options").max_image_pixels)
+
+
+def _inference_options(given: dict[str, Any]) -> InferenceOptions:
+    _limit_image_pixels(given)
+    return validated(InferenceOptions, given, "options")
+
+
+ConfigFileOpt = Annotated[Path | None, Opt("--config", help="YAML config (options given here override it)")]
+SetOpt = Annotated[
+    list[str] | None,
+    Opt("--set", help="dotted override, applied last, e.g. schedule.gamma=0.5"),
+]
 DevicesOpt = Annotated[
     int, Opt(help="processes on this machine, one per GPU (or CPU processes); >1 starts them with torchrun")
 ]
+NoEvalOpt = Annotated[bool, Opt("--no-eval", help="skip the evaluation (and report) after training")]
 
 
+# ------------------------------------------------------------------------------------------- commands
 @app.command()
+@config_options("train", TrainConfig)
 def train(
     data: Annotated[
         str, typer.Argument(help="dataset folder or annotation file (any supported format)")
     ] = "",
-    task: Annotated[str | None, Opt(help="classify or detect (inferred from the data)")] = None,
-    config: Annotated[Path | None, Opt(help="YAML config (options given here override it)")] = None,
-    run: Annotated[str | None, Opt(help="run directory (default runs/<task>-<time>)")] = None,
-    model: Annotated[str | None, Opt(help="model name (any timm model for classification)")] = None,
-    pretrained: Annotated[str | None, Opt(help="local weights file or a lanner run to start from")] = None,
-    image_size: Annotated[int | None, Opt(help="input size in pixels")] = None,
-    batch_size: Annotated[int | None, Opt()] = None,
-    epochs: Annotated[int | None, Opt()] = None,
-    time: Annotated[str | None, Opt(help="wall-clock budget instead of epochs, e.g. 15m")] = None,
-    optimizer: Annotated[str | None, Opt(help="adamw, adam or sgd")] = None,
-    lr: Annotated[str | None, Opt(help="peak learning rate, or auto (an LR range test picks it)")] = None,
-    weight_decay: Annotated[float | None, Opt()] = None,
-    schedule: Annotated[
-        str | None,
-        Opt(help="constant, step, multistep, exponential, time, polynomial, linear, cosine, onecycle"),
-    ] = None,
-    warmup: Annotated[float | None, Opt(help="warmup epochs")] = None,
-    augment: Annotated[str | None, Opt(help="none, light, default, strong")] = None,
-    hflip: Annotated[bool | None, Opt("--hflip/--no-hflip", help="random horizontal flips")] = None,
-    balance: Annotated[str | None, Opt(help="none, oversample or weighted (imbalanced classes)")] = None,
-    classes: Annotated[str | None, Opt(help="keep only these classes, comma-separated")] = None,
-    rename: Annotated[
-        list[str] | None, Opt(help="OLD=NEW class rename (repeatable; merges when equal)")
-    ] = None,
-    freeze_epochs: Annotated[int | None, Opt(help="train only the head for N epochs first")] = None,
-    patience: Annotated[int | None, Opt(help="early stopping patience in epochs")] = None,
-    monitor: Annotated[
-        str | None, Opt(help="metric for best checkpoint (val_acc, val_loss, val_map)")
-    ] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    device: Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:1")] = None,
-    precision: Annotated[str | None, Opt(help="auto, 32, bf16, 16-mixed")] = None,
-    tile: Annotated[int | None, Opt(help="detection: tile size in pixels for huge images")] = None,
-    overlap: Annotated[float | None, Opt(help="tile overlap: fraction (<1) or pixels")] = None,
-    min_visibility: Annotated[float | None, Opt(help="tiles: drop boxes less visible than this")] = None,
-    empty_tile_ratio: Annotated[float | None, Opt(help="tiles: empty tiles per tile with objects")] = None,
-    set_: Annotated[list[str] | None, Opt("--set", help="dotted override, e.g. schedule.gamma=0.5")] = None,
-    track: Annotated[str | None, Opt(help="mirror the run into an experiment tracker: mlflow")] = None,
-    tracking_uri: Annotated[str | None, Opt(help="tracking server (default: MLFLOW_TRACKING_URI)")] = None,
-    experiment: Annotated[str | None, Opt(help="experiment name in the tracker (default lanner)")] = None,
+    config: ConfigFileOpt = None,
+    set_: SetOpt = None,
     dry_run: Annotated[bool, Opt(help="print and plot the LR schedule, then stop")] = False,
     devices: DevicesOpt = 1,
-    no_eval: Annotated[
-        bool, Opt("--no-eval", help="skip the evaluation (and report) after training")
-    ] = False,
+    no_eval: NoEvalOpt = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Train a classifier or detector; everything goes to one run directory."""
-    cfg = _config_from_options(
-        config,
-        set_,
-        data=data or None,
-        task=task,
-        run=run,
-        model=model,
-        pretrained=pretrained,
-        image_size=image_size,
-        batch_size=batch_size,
-        epochs=epochs,
-        time=time,
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        warmup=warmup,
-        augment=augment,
-        hflip=hflip,
-        balance=balance,
-        classes=_split_list(classes),
-        rename=_rename_map(rename),
-        freeze_epochs=freeze_epochs,
-        patience=patience,
-        monitor=monitor,
-        seed=seed,
-        device=device,
-        precision=precision,
-        tile=tile,
-        overlap=overlap,
-        min_visibility=min_visibility,
-        empty_tile_ratio=empty_tile_ratio,
-        track=track,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-    )
-    if not cfg.data:
-        raise typer.BadParameter("give DATA (or `data:` in --config)")
+    cfg = _train_config(config, set_, _with_data(given, data))
+    _require_data(cfg)
+    _errors_go_to(cfg.run)
     if dry_run:
         _show_schedule(cfg, None, api.count_images(cfg.data, cfg.format), "schedule.png")
         return
-    _launch(devices)
+    api.relaunch(devices)
     api.train(cfg, console, evaluate_after=not no_eval)
 
 
-def _launch(devices: int) -> None:
-    """With --devices N > 1, become torchrun starting N copies of this command (unless one of them)."""
-    if devices > 1 and "WORLD_SIZE" not in os.environ:
-        from lanner.engine.distributed import relaunch_under_torchrun
-
-        relaunch_under_torchrun(devices)
-
-
 @app.command(name="lr-find")
+@config_options("lr-find", TrainConfig)
 def lr_find(
     data: Annotated[str, typer.Argument(help="dataset folder or annotation file")] = "",
-    task: Annotated[str | None, Opt(help="classify or detect (inferred from the data)")] = None,
-    config: Annotated[Path | None, Opt(help="YAML config (options given here override it)")] = None,
-    run: Annotated[str | None, Opt(help="output directory (default runs/lr-find-<task>-<time>)")] = None,
-    model: Annotated[str | None, Opt()] = None,
-    pretrained: Annotated[str | None, Opt(help="local weights file or a lanner run to start from")] = None,
-    image_size: Annotated[int | None, Opt()] = None,
-    batch_size: Annotated[int | None, Opt()] = None,
-    optimizer: Annotated[str | None, Opt(help="adamw, adam or sgd")] = None,
-    weight_decay: Annotated[float | None, Opt()] = None,
-    device: Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:1")] = None,
-    precision: Annotated[str | None, Opt(help="auto, 32, bf16, 16-mixed")] = None,
-    tile: Annotated[int | None, Opt(help="detection: tile size in pixels for huge images")] = None,
-    overlap: Annotated[float | None, Opt(help="tile overlap: fraction (<1) or pixels")] = None,
+    config: ConfigFileOpt = None,
+    set_: SetOpt = None,
     start_lr: Annotated[float, Opt(help="first LR of the range")] = 1e-7,
     end_lr: Annotated[float, Opt(help="last LR of the range")] = 10.0,
     steps: Annotated[int, Opt(help="training steps over the range (stops early on divergence)")] = 100,
-    set_: Annotated[list[str] | None, Opt("--set", help="dotted override, e.g. augment=none")] = None,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """LR range test: train briefly with a rising LR, plot the loss, suggest the LR to train with."""
-    # The parameters named like TrainConfig fields become the config (the rest shape the test).
-    options = {
-        k: v
-        for k, v in locals().items()
-        if k not in ("data", "config", "set_", "start_lr", "end_lr", "steps")
-    }
-    cfg = _config_from_options(config, set_, data=data or None, **options)
-    if not cfg.data:
-        raise typer.BadParameter("give DATA (or `data:` in --config)")
+    cfg = _train_config(config, set_, _with_data(given, data))
+    _require_data(cfg)
+    _errors_go_to(cfg.run)
     api.lr_find(cfg, console, start_lr=start_lr, end_lr=end_lr, steps=steps)
 
 
 @app.command()
+@config_options("resume", TrainConfig)
 def resume(
     run: Annotated[Path, typer.Argument(help="run directory")],
-    lr: Annotated[float | None, Opt(help="new learning rate from now on")] = None,
-    epochs: Annotated[int | None, Opt(help="new total number of epochs")] = None,
-    schedule: Annotated[str | None, Opt(help="new schedule from now on")] = None,
-    patience: Annotated[int | None, Opt()] = None,
-    monitor: Annotated[str | None, Opt()] = None,
-    no_eval: Annotated[bool, Opt("--no-eval")] = False,
+    no_eval: NoEvalOpt = False,
     devices: DevicesOpt = 1,
+    *,
+    given: dict[str, Any],
 ) -> None:
-    """Continue a run; changes are recorded as a new segment of the same run."""
-    _launch(devices)
-    api.resume(
-        run,
-        console,
-        lr=lr,
-        epochs=epochs,
-        schedule={"name": schedule} if schedule else None,
-        patience=patience,
-        monitor=monitor,
-        evaluate_after=not no_eval,
-    )
+    """Continue a run; options given replace the run's from now on (a new segment of the same run)."""
+    _errors_go_to(run)
+    if given.get("lr") == "auto":
+        raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
+    api.relaunch(devices)
+    api.resume(run, console, evaluate_after=not no_eval, **_nested(given))
 
 
 def _show_schedule(cfg, steps_per_epoch, num_images, out) -> None:
@@ -236,34 +300,34 @@ def _show_schedule(cfg, steps_per_epoch, num_images, out) -> None:
 
 
 @app.command()
+@config_options("schedule", TrainConfig)
 def schedule(
     data: Annotated[str | None, typer.Argument(help="dataset, to count steps per epoch")] = None,
-    config: Annotated[Path | None, Opt()] = None,
-    steps_per_epoch: Annotated[int | None, Opt(help="instead of DATA")] = None,
-    epochs: Annotated[int | None, Opt()] = None,
-    lr: Annotated[float | None, Opt()] = None,
-    schedule: Annotated[str | None, Opt("--schedule", "--name")] = None,
-    warmup: Annotated[float | None, Opt()] = None,
-    batch_size: Annotated[int | None, Opt()] = None,
-    set_: Annotated[list[str] | None, Opt("--set")] = None,
+    config: ConfigFileOpt = None,
+    steps_per_epoch: Annotated[int | None, Opt(help="instead of DATA", min=1)] = None,
+    set_: SetOpt = None,
     out: Annotated[Path, Opt(help="plot file")] = Path("schedule.png"),
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Print the LR schedule per epoch and plot it, before any training."""
-    cfg = _config_from_options(
-        config, set_, data=data, epochs=epochs, lr=lr, schedule=schedule, warmup=warmup, batch_size=batch_size
-    )
+    cfg = _train_config(config, set_, _with_data(given, data))
     n = api.count_images(cfg.data, cfg.format) if cfg.data and steps_per_epoch is None else None
     _show_schedule(cfg, steps_per_epoch or (None if n else 100), n, out)
 
 
 @app.command()
+@config_options("check", TrainConfig)
 def check(
     data: Annotated[str, typer.Argument()],
     format: Annotated[str | None, Opt(help="skip auto-detection")] = None,
     strict: Annotated[bool, Opt(help="problems are errors")] = False,
     json_: Annotated[bool, Opt("--json", help="machine-readable output")] = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Read a dataset, verify every image, summarise it and list every problem with its file."""
+    _limit_image_pixels(given)
     summary = api.check(data, format, strict)
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -286,103 +350,64 @@ def _print_summary(s: dict) -> None:
         if s[dim]:
             d = s[dim]
             console.print(f"{dim}: min {d['min']}, median {d['median']:g}, max {d['max']}")
+    _print_issues(s)
+
+
+def _print_issues(s: dict) -> None:
     console.print(f"problems: {s['num_issues']}")
     for issue in s["issues"]:
         console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
 
 
 @app.command()
+@config_options("convert", TrainConfig)
 def convert(
     data: Annotated[str, typer.Argument(help="dataset in any supported format")],
     to: Annotated[str, Opt(help="coco, voc, yolo, labelme, csv (or folder for classification)")],
     out: Annotated[Path, typer.Argument(help="output folder or file")],
     format: Annotated[str | None, Opt(help="source format (auto-detected)")] = None,
     strict: Annotated[bool, Opt(help="problems in the source are errors")] = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Convert a dataset between annotation formats, keeping every box and class."""
-    from lanner.data.check import summarise
-
+    _limit_image_pixels(given)
     path, dataset = api.convert(data, to, out, format=format, strict=strict)
-    summary = summarise(dataset, [])
+    summary = api.summarise(dataset)
     console.print(f"{summary['num_images']} images, {summary['num_classes']} classes -> {path} ({to})")
     for issue in summary["issues"]:
         console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
 
 
-# Tiled-inference options shared by `eval` and `predict` (a detection run's own tiling is the default).
-TileOpt = Annotated[int | None, Opt(help="detection: tile size (default: the run's own tiling)")]
-OverlapOpt = Annotated[float | None, Opt(help="detection: tile overlap, fraction or pixels")]
-NoTileOpt = Annotated[bool, Opt("--no-tile", help="detection: run on whole images (downscaled), no tiling")]
-MergeOpt = Annotated[str | None, Opt(help="detection: merge tiles with nms, nmm or wbf")]
-MergeThresholdOpt = Annotated[float | None, Opt(help="detection: overlap above which boxes merge")]
-DeviceOpt = Annotated[str, Opt(help="auto (CUDA when available), cpu, cuda, cuda:N")]
-InferencePrecisionOpt = Annotated[str, Opt(help="auto (bf16 on a GPU, 32 on a CPU), 32, bf16, 16-mixed")]
-FullImagePassOpt = Annotated[
-    bool | None,
-    Opt("--full-image-pass/--no-full-image-pass", help="detection: add a downscaled whole-image pass"),
-]
-
-
 @app.command(name="eval")
+@config_options("eval", TrainConfig, InferenceOptions)
 def eval_(
     run: Annotated[Path, typer.Argument()],
     data: Annotated[str | None, typer.Argument(help="another dataset (default: the run's own data)")] = None,
     split: Annotated[str | None, Opt(help="split to evaluate (default: test, else val)")] = None,
     no_report: Annotated[bool, Opt("--no-report")] = False,
-    tile: TileOpt = None,
-    overlap: OverlapOpt = None,
-    no_tile: NoTileOpt = False,
-    merge: MergeOpt = None,
-    merge_threshold: MergeThresholdOpt = None,
-    full_image_pass: FullImagePassOpt = None,
-    device: DeviceOpt = "auto",
-    precision: InferencePrecisionOpt = "auto",
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Metrics of a run on a split: per-class report, confusion matrix, mAP for detectors."""
-    api.evaluate(
-        run,
-        data,
-        split,
-        console,
-        report=not no_report,
-        device=device,
-        precision=precision,
-        **_tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass),
-    )
-
-
-def _tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass) -> dict:
-    options = {
-        "tile": 0 if no_tile else tile,
-        "overlap": overlap,
-        "merge": merge,
-        "merge_threshold": merge_threshold,
-        "full_image_pass": full_image_pass,
-    }
-    return {k: v for k, v in options.items() if v is not None}
+    _errors_go_to(run)
+    options = _inference_options(given)
+    api.evaluate(run, data, split, console, report=not no_report, **options.as_kwargs())
 
 
 @app.command()
+@config_options("predict", TrainConfig, InferenceOptions)
 def predict(
     run: Annotated[Path, typer.Argument()],
     images: Annotated[list[str], typer.Argument(help="files, folders or globs")],
     out: Annotated[Path | None, Opt(help="output file (default RUN/predictions/)")] = None,
-    topk: Annotated[int, Opt()] = 5,
-    format: Annotated[str | None, Opt(help="detection output: coco, csv, labelme, yolo")] = None,
-    render: Annotated[Path | None, Opt(help="detection: draw boxes on JPEG copies here")] = None,
-    tile: TileOpt = None,
-    overlap: OverlapOpt = None,
-    no_tile: NoTileOpt = False,
-    merge: MergeOpt = None,
-    merge_threshold: MergeThresholdOpt = None,
-    full_image_pass: FullImagePassOpt = None,
-    device: DeviceOpt = "auto",
-    precision: InferencePrecisionOpt = "auto",
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Predict images with a trained run; preprocessing and classes come from the checkpoint."""
-    detection = {k: v for k, v in {"format": format, "render": render}.items() if v is not None}
-    detection |= _tiling_options(tile, overlap, no_tile, merge, merge_threshold, full_image_pass)
-    api.predict(run, images, out, topk=topk, console=console, device=device, precision=precision, **detection)
+    _errors_go_to(run)
+    options = _inference_options(given)
+    api.predict(run, images, out, topk=options.topk, console=console, **options.as_kwargs())
 
 
 @app.command()
@@ -394,9 +419,8 @@ def export(
     ] = False,
 ) -> None:
     """The run's model as one ONNX file (pre- and post-processing inside) plus a JSON spec beside it."""
-    from lanner.export import export_run
-
-    info = export_run(run, out, check=not no_check)
+    _errors_go_to(run)
+    info = api.export(run, out, check=not no_check)
     checked = info["checked_with_onnxruntime"]
     console.print(
         f"{info['task']} model -> {info['onnx']} (spec: {info['spec']}); "
@@ -410,6 +434,7 @@ def report(
     out: Annotated[Path | None, Opt()] = None,
 ) -> None:
     """Write a self-contained HTML report of a run."""
+    _errors_go_to(run)
     console.print(f"report: {api.report(run, out)}")
 
 
@@ -419,9 +444,7 @@ def models(
     pattern: Annotated[str, typer.Argument()] = "*",
 ) -> None:
     """List model names."""
-    from lanner.models import list_models
-
-    for name in list_models(task, pattern):
+    for name in api.list_models(task, pattern):
         console.print(name, highlight=False)
 
 
@@ -432,9 +455,7 @@ def demo(
     data_dir: Annotated[Path | None, Opt(help="where to write the example dataset")] = None,
 ) -> None:
     """The built-in example end to end: write data, train, evaluate, predict, report (no download)."""
-    from lanner.demo import run_demo
-
-    run_demo(task=task, run=run, data_dir=data_dir, console=console)
+    api.demo(task=task, run=run, data_dir=data_dir, console=console)
 
 
 @app.callback(invoke_without_command=True)
@@ -444,29 +465,103 @@ def _version(version: Annotated[bool, Opt("--version")] = False) -> None:
         raise typer.Exit()
 
 
-def main() -> None:
+# ------------------------------------------------------------------------------------ error boundary
+class _ErrorLog:
+    """Where the traceback of an unexpected error goes: RUN/error.log once the command's run is known."""
+
+    run_dir: Path | None = None
+
+    @classmethod
+    def path(cls) -> Path:
+        run_dir = api.current_run_dir() or cls.run_dir
+        if run_dir is not None and Path(run_dir).is_dir():
+            return Path(run_dir) / "error.log"
+        return Path("lanner-error.log").resolve()
+
+
+def _errors_go_to(run_dir: str | Path | None) -> None:
+    _ErrorLog.run_dir = Path(run_dir) if run_dir else None
+
+
+def _write_traceback() -> Path | None:
+    """Append the current exception's traceback to the error log (else a temp file); its path."""
+    text = f"--- {datetime.now().isoformat(timespec='seconds')} lanner {' '.join(sys.argv[1:])}\n"
+    text += traceback.format_exc()
+    for path in (_ErrorLog.path(), Path(tempfile.gettempdir()) / "lanner-error.log"):
+        try:
+            with path.open("a") as log:
+                log.write(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _crash(error: Exception) -> int:
+    """A bug: one line naming the error and where its traceback is, exit 1."""
+    log = _write_traceback()
+    where = f"full traceback in {log}" if log else "no log could be written"
+    message = " ".join(f"{type(error).__name__}: {error}".split())
+    print(f"error: unexpected {message} (a bug in lanner; {where})", file=sys.stderr, flush=True)
+    return 1
+
+
+def _usage_error(error: typer.TyperException) -> int:
+    """Unknown option or command, missing argument, bad value: click's usage and message, exit 2."""
+    show = getattr(error, "show", None)
+    if show is not None:
+        show()
+    else:
+        print(f"Error: {error.format_message()}", file=sys.stderr)
+    return error.exit_code
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM outside training surfaces as ``Terminated`` so cleanup runs (training saves first)."""
     try:
-        app(standalone_mode=False)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code (see README: Exit codes)."""
+    _errors_go_to(None)
+    try:
+        with _sigterm_raises():
+            result = app(args=argv, standalone_mode=False)
+    except typer.TyperException as e:  # typer bundles click: its ClickException derives from this
+        return _usage_error(e)
     except LannerError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
-        sys.exit(2)
-    except Interrupted:
-        sys.exit(130)
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        return 2
+    except Interrupted:  # the trainer saved a checkpoint and said how to resume
+        return 130
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
-        sys.exit(130)
-    except (typer.BadParameter, typer.Exit) as e:
-        if isinstance(e, typer.Exit):
-            sys.exit(e.exit_code)
-        console.print(f"[red]error:[/] {e}")
-        sys.exit(2)
-    except Exception as e:  # click's usage errors
-        import click
+        return 130
+    except Terminated:
+        return 143
+    except typer.Exit as e:
+        return e.exit_code
+    except Exception as e:
+        return _crash(e)
+    return result if isinstance(result, int) else 0
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: 0 ok, 2 usage/config/data error, 130 Ctrl-C, 143 SIGTERM, 1 a bug."""
+    sys.exit(run_cli(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """The typed run config: saved with every run as YAML, read back, overridden with dotted keys.
 
 Unknown keys fail with the closest valid key suggested, so a typo never silently does nothing.
+Each field also declares, once, its command-line option (help, flag name, the commands showing it):
+``lanner.cli`` builds the options of ``train``, ``lr-find``, ``resume``, ``schedule``, ``eval`` and
+``predict`` from these declarations, and the ranges given here are the only place options are checked.
 """
 
 from __future__ import annotations
@@ -8,14 +11,205 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import PydanticUndefined
 
-from lanner.engine.schedules import SCHEDULES, ScheduleSpec
 from lanner.errors import ConfigError
+
+# ------------------------------------------------------------------------------- option declarations
+TRAINING = ("train", "lr-find")  # settings of the data and model: the LR range test uses them too
+IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict")
+INFERENCE = ("eval", "predict")
+
+
+def option(
+    default: Any = PydanticUndefined,
+    *,
+    help: str,
+    commands: tuple[str, ...] = TRAINING,
+    flag: str | None = None,
+    aliases: dict[str, tuple[str, ...]] | None = None,
+    off_flag: tuple[str, Any, str] | None = None,
+    **field_kwargs: Any,
+) -> Any:
+    """A config field that is also a command-line option, declared once.
+
+    ``flag`` defaults to ``--field-name``; ``aliases`` adds more names on some commands;
+    ``off_flag`` is an extra switch ``(flag, value, help)`` that sets the field to ``value``
+    (``--no-tile`` sets ``tile`` to 0). Range constraints (``gt``, ``le``, ...) go to pydantic.
+    """
+    cli = {"commands": list(commands), "flag": flag, "aliases": dict(aliases or {}), "off_flag": off_flag}
+    if default is PydanticUndefined and "default_factory" not in field_kwargs:
+        default = None
+    return Field(default, description=help, json_schema_extra={"cli": cli}, **field_kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigOption:
+    """One command-line option as a config field declares it."""
+
+    key: str  # dotted config key, e.g. "schedule.warmup_epochs"
+    flags: tuple[str, ...]  # "--warmup"; bools get "--hflip/--no-hflip" from the CLI
+    help: str
+    annotation: Any  # the field's type, None allowed
+    default: Any  # the config's default (None: "choose for me")
+    off_flag: tuple[str, Any, str] | None = None
+
+    @property
+    def name(self) -> str:
+        """The Python name of the option's parameter (from its flag, so it is unique per command)."""
+        return self.flags[0].lstrip("-").replace("-", "_")
+
+    @property
+    def value_type(self) -> Any:
+        """The field's type without ``None`` and without constraints."""
+        members = [_strip_annotated(a) for a in _union_members(self.annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 else Union[tuple(members)]  # noqa: UP007
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        kind = self.value_type
+        return tuple(str(c) for c in get_args(kind)) if get_origin(kind) is Literal else ()
+
+
+def command_options(model: type, command: str) -> list[ConfigOption]:
+    """The options ``command`` takes from ``model``'s fields, in declaration order.
+
+    A top-level field without an ``option(...)`` declaration still gets a ``--flag`` on the training
+    commands (so a new field is never silently missing from the CLI); a field of a nested spec
+    (``schedule``) has a flag only where it declares one, the rest are ``--set schedule.x=...`` keys.
+    """
+    found = []
+    for key, info, nested in _declared_fields(model):
+        cli = _cli_meta(info, nested)
+        if command in cli["commands"]:
+            flags = (cli["flag"] or "--" + key.rsplit(".", 1)[-1].replace("_", "-"),)
+            flags += tuple(cli["aliases"].get(command, ()))
+            found.append(
+                ConfigOption(
+                    key,
+                    flags,
+                    info.description or "",
+                    info.annotation,
+                    _default(info),
+                    tuple(cli["off_flag"]) if cli["off_flag"] else None,
+                )
+            )
+    return found
+
+
+def flag_for(model: type, key: str) -> str | None:
+    """The option that sets ``key`` on any command (for messages); None when only --set reaches it."""
+    commands = {c for _, info, nested in _declared_fields(model) for c in _cli_meta(info, nested)["commands"]}
+    for command in sorted(commands):
+        for opt in command_options(model, command):
+            if opt.key == key:
+                return opt.flags[0]
+    return None
+
+
+def _declared_fields(model: type, prefix: str = ""):
+    """(dotted key, FieldInfo, is nested) of a model's fields, recursing into nested specs."""
+    for name, info in _fields(model).items():
+        kind = info.annotation
+        if _is_model(kind):
+            yield from _declared_fields(kind, prefix + name + ".")
+        else:
+            yield prefix + name, info, bool(prefix)
+
+
+def _fields(model: type) -> dict:
+    return model.__pydantic_fields__
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and hasattr(kind, "__pydantic_fields__")
+
+
+def _cli_meta(info, nested: bool) -> dict:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    undeclared = {"commands": [] if nested else list(TRAINING), "flag": None, "aliases": {}, "off_flag": None}
+    return extra.get("cli", undeclared)
+
+
+def _default(info) -> Any:
+    return info.default_factory() if info.default_factory is not None else info.default
+
+
+def _union_members(kind: Any) -> tuple:
+    if get_origin(kind) in (Union, types.UnionType):
+        return get_args(kind)
+    return (kind,)
+
+
+def _strip_annotated(kind: Any) -> Any:
+    return get_args(kind)[0] if get_origin(kind) is Annotated else kind
+
+
+# ------------------------------------------------------------------------------------- schedules
+SCHEDULES = (
+    "constant",
+    "step",
+    "multistep",
+    "exponential",
+    "time",
+    "polynomial",
+    "linear",
+    "cosine",
+    "onecycle",
+)
+
+
+@pydantic_dataclass
+class ScheduleSpec:
+    """Shape of a schedule. Lengths are in epochs (fractions allowed) so they survive batch changes.
+
+    The curves themselves are in :mod:`lanner.engine.schedules`.
+    """
+
+    name: str = option(
+        "cosine",
+        help="LR schedule: " + ", ".join(SCHEDULES),
+        flag="--schedule",
+        commands=("train", "resume", "schedule"),
+        aliases={"schedule": ("--name",)},
+    )
+    warmup_epochs: float = option(
+        0.0, help="warmup epochs", flag="--warmup", commands=("train", "schedule"), ge=0
+    )
+    warmup_start_factor: float = 0.1  # LR at step 0 of the warmup, as a fraction of the base LR
+    min_lr_factor: float = 0.0  # where cosine / linear / polynomial end, as a fraction of the base LR
+    step_size: float = 10.0  # step: decay every step_size epochs
+    milestones: list[float] = dataclasses.field(default_factory=list)  # multistep: epochs at which to decay
+    gamma: float | None = None  # decay factor (step, multistep, exponential per epoch, time-based rate)
+    power: float = 2.0  # polynomial
+    pct_start: float = 0.3  # onecycle: fraction of the segment spent rising
+    div_factor: float = 25.0  # onecycle: start LR = base / div_factor
+    final_div_factor: float = 1e4  # onecycle: end LR = start LR / final_div_factor
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in SCHEDULES:
+            close = difflib.get_close_matches(name, SCHEDULES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown schedule {name!r}{hint}; choose from {', '.join(SCHEDULES)}")
+        return name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------- training
+Precision = Literal["auto", "32", "bf16", "16-mixed"]
+PositiveLR = Annotated[float, Field(gt=0)]
 
 
 class TrainConfig(BaseModel):
@@ -23,57 +217,85 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    data: str = ""
-    task: Literal["classify", "detect"] | None = None
-    format: str | None = None
-    run: str | None = None
+    # Each command's DATA argument, not an option.
+    data: str = option("", help="dataset folder or annotation file (any supported format)", commands=())
+    task: Literal["classify", "detect"] | None = option(help="inferred from the data")
+    format: str | None = option(help="dataset format (auto-detected)", commands=(*TRAINING, "schedule"))
+    run: str | None = option(
+        help="run directory (default runs/<task>-<time>; lr-find: runs/lr-find-<task>-<time>)"
+    )
 
-    model: str | None = None
-    pretrained: str | None = None  # a local weights file, or a lanner run / checkpoint to start from
-    image_size: int | None = None
-    batch_size: int | None = None
-    epochs: int = 10
-    time: str | None = None  # wall-clock budget like "15m" instead of a number of epochs
+    model: str | None = option(help="model name (any timm model for classification)")
+    pretrained: str | None = option(help="local weights file or a lanner run to start from")
+    image_size: int | None = option(help="input size in pixels", gt=0)
+    batch_size: int | None = option(help="images per step", commands=(*TRAINING, "schedule"), gt=0)
+    epochs: int = option(
+        10, help="number of epochs (resume: the new total)", commands=("train", "resume", "schedule"), ge=1
+    )
+    time: str | None = option(
+        help="wall-clock budget instead of epochs, e.g. 15m", commands=("train", "resume")
+    )
 
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float | Literal["auto"] | None = None  # auto: an LR range test picks it (lanner lr-find)
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    optimizer: Literal["adamw", "adam", "sgd"] = option("adamw", help="optimizer")
+    lr: PositiveLR | Literal["auto"] | None = option(
+        help="peak learning rate, or auto (an LR range test picks it)",
+        commands=("train", "resume", "schedule"),
+    )
+    weight_decay: float = option(0.05, help="weight decay", ge=0)
+    momentum: float = option(0.9, help="SGD momentum", ge=0)
+    label_smoothing: float = option(0.0, help="classification: label smoothing", ge=0, lt=1)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)  # its fields declare their own options
 
-    augment: Literal["none", "light", "default", "strong"] = "default"
-    hflip: bool = True  # turn off for data where left and right differ (digits, text, some medical images)
-    balance: Literal["none", "oversample", "weighted"] = "none"
-    classes: list[str] | None = None  # keep only these classes
-    rename: dict[str, str] = Field(default_factory=dict)  # old name -> new name (merges when equal)
-    val_fraction: float = 0.2
-    freeze_epochs: int = 0  # train only the classifier head for this many epochs first
+    augment: Literal["none", "light", "default", "strong"] = option("default", help="augmentation")
+    hflip: bool = option(
+        True, help="random horizontal flips (off for data where left and right differ: digits, text)"
+    )
+    balance: Literal["none", "oversample", "weighted"] = option("none", help="imbalanced classes")
+    classes: list[str] | None = option(help="keep only these classes, comma-separated")
+    rename: dict[str, str] = option(
+        default_factory=dict, help="OLD=NEW class rename (repeatable; merges when equal)"
+    )
+    val_fraction: float = option(
+        0.2, help="share of each class drawn for validation when the data has no val split", gt=0, lt=1
+    )
+    freeze_epochs: int = option(0, help="train only the head for N epochs first", commands=("train",), ge=0)
 
-    patience: int | None = None  # early stopping: epochs without improvement of `monitor`
-    monitor: str | None = None  # default val_acc (classify) / val_map (detect)
-    seed: int = 0
-    device: str = "auto"
-    precision: Literal["auto", "32", "bf16", "16-mixed"] = "auto"
-    workers: int | None = None
-    cache_dir: str | None = None
-    max_image_pixels: int | None = None
-    track: Literal["mlflow"] | None = None  # mirror the run into an experiment tracker
-    tracking_uri: str | None = None  # default: MLFLOW_TRACKING_URI, else MLflow's own default
-    experiment: str = "lanner"
+    patience: int | None = option(
+        help="early stopping: epochs without improvement of --monitor", commands=("train", "resume"), ge=0
+    )
+    monitor: str | None = option(
+        help="metric for best checkpoint (val_acc, val_loss, val_map)", commands=("train", "resume")
+    )
+    seed: int = option(0, help="random seed (split, order, augmentation)")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:1")
+    precision: Precision = option("auto", help="numeric precision")
+    workers: int | None = option(help="processes decoding images into the cache (default: one per CPU)", ge=1)
+    cache_dir: str | None = option(help="decoded-image cache (default: $LANNER_CACHE or ~/.cache/lanner)")
+    max_image_pixels: int | None = option(
+        help="Pillow's decompression-bomb limit in pixels: raise it for trusted huge images (0: none)",
+        commands=IMAGE_READERS,
+        ge=0,
+    )
+    track: Literal["mlflow"] | None = option(
+        help="mirror the run into an experiment tracker", commands=("train",)
+    )
+    tracking_uri: str | None = option(
+        help="tracking server (default: MLFLOW_TRACKING_URI, else MLflow's own)", commands=("train",)
+    )
+    experiment: str = option("lanner", help="experiment name in the tracker", commands=("train",))
 
     # Detection and tiling (used by --task detect).
-    tile: int | None = None
-    overlap: float = 0.2
-    min_visibility: float = 0.5
-    empty_tile_ratio: float = 0.2
-    score_threshold: float = 0.25
+    tile: int | None = option(help="detection: tile size in pixels for huge images", ge=0)
+    overlap: float = option(0.2, help="tile overlap: fraction (<1) or pixels", ge=0)
+    min_visibility: float = option(0.5, help="tiles: drop boxes less visible than this", ge=0, le=1)
+    empty_tile_ratio: float = option(0.2, help="tiles: empty tiles per tile with objects", ge=0)
+    score_threshold: float = option(0.25, help="detection: lowest score kept", ge=0, le=1)
 
     @field_validator("time")
     @classmethod
     def _duration(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_duration(v)
+        if v is not None and parse_duration(v) <= 0:
+            raise ValueError(f"{v!r} is no time at all; give a positive duration, e.g. 90s, 15m, 1h30m")
         return v
 
     @field_validator("schedule", mode="before")
@@ -85,21 +307,41 @@ class TrainConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+# --------------------------------------------------------------------------------------- inference
 class InferenceOptions(BaseModel):
-    """How ``lanner eval`` and ``lanner predict`` run a trained model (shared by both commands)."""
+    """How ``eval`` and ``predict`` run a trained model; ``None``: the run's own setting."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
-    precision: Literal["auto", "32", "bf16", "16-mixed"] = "auto"
-    tile: int | None = None  # detection: tile size; 0 = whole images; None = the run's own tiling
-    overlap: float | None = None
-    merge: str | None = None
-    merge_threshold: float | None = None
-    full_image_pass: bool | None = None
-    topk: int = 5  # classification: classes listed per image
-    format: str = "coco"  # detection output: coco, csv, labelme, yolo
-    render: Path | None = None  # detection: draw boxes on JPEG copies in this folder
+    device: str = option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N", commands=INFERENCE)
+    precision: Precision = option(
+        "auto", help="numeric precision (auto: bf16 on a GPU, 32 on a CPU)", commands=INFERENCE
+    )
+    tile: int | None = option(
+        help="detection: tile size (default: the run's own tiling; 0: whole images)",
+        commands=INFERENCE,
+        off_flag=("--no-tile", 0, "detection: run on whole images (downscaled), no tiling"),
+        ge=0,
+    )
+    overlap: float | None = option(
+        help="detection: tile overlap, fraction or pixels", commands=INFERENCE, ge=0
+    )
+    merge: str | None = option(help="detection: merge tiles with nms, nmm or wbf", commands=INFERENCE)
+    merge_threshold: float | None = option(
+        help="detection: overlap above which boxes merge", commands=INFERENCE, ge=0, le=1
+    )
+    full_image_pass: bool | None = option(
+        help="detection: add a downscaled whole-image pass", commands=INFERENCE
+    )
+    topk: int = option(5, help="classification: classes listed per image", commands=("predict",), ge=1)
+    format: str | None = option(help="detection output: coco, csv, labelme, yolo", commands=("predict",))
+    render: Path | None = option(help="detection: draw boxes on JPEG copies here", commands=("predict",))
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments ``api.evaluate`` / ``api.predict`` take: device and precision, then only
+        the detection settings given (the rest stay the run's own). ``topk`` is predict's own argument."""
+        given = self.model_dump(exclude={"device", "precision", "topk"}, exclude_none=True)
+        return {"device": self.device, "precision": self.precision, **given}
 
     def tiling_overrides(self) -> dict[str, Any]:
         """The tiling settings given here, to override a detection run's own tiling."""
@@ -116,16 +358,14 @@ def parse_duration(text: str) -> float:
     return h * 3600 + m * 60 + s
 
 
+# -------------------------------------------------------------------------------------- validation
 def _all_keys(model: type, prefix: str = "") -> list[str]:
-    """Every valid dotted key of a config model (pydantic models and the dataclasses inside them)."""
-    if dataclasses.is_dataclass(model):
-        return [prefix + f.name for f in dataclasses.fields(model)]
+    """Every valid dotted key of a config model (and of the specs inside it)."""
     keys = []
-    for name, field in model.model_fields.items():
+    for name, info in _fields(model).items():
         keys.append(prefix + name)
-        ann = field.annotation
-        if dataclasses.is_dataclass(ann) or (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            keys += _all_keys(ann, prefix + name + ".")
+        if _is_model(info.annotation):
+            keys += _all_keys(info.annotation, prefix + name + ".")
     return keys
 
 
@@ -134,23 +374,81 @@ def suggest_key(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _raise_readable(err: ValidationError, source: str) -> None:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            lines.append(f"unknown key {key!r}{suggest_key(key)}")
-        else:
-            lines.append(f"{key}: {e['msg']}")
+_BOUNDS = {
+    annotated_types.Gt: ("gt", ">"),
+    annotated_types.Ge: ("ge", ">="),
+    annotated_types.Lt: ("lt", "<"),
+    annotated_types.Le: ("le", "<="),
+}
+
+
+def valid_range(model: type, key: str) -> str:
+    """'> 0 and < 1' from the field's constraints ('' when it has none)."""
+    info = _field_at(model, key)
+    if info is None:
+        return ""
+    found = list(info.metadata)
+    for member in _union_members(info.annotation):
+        if get_origin(member) is Annotated:
+            found += [c for m in get_args(member)[1:] for c in getattr(m, "metadata", [m])]
+    bounds = [(_BOUNDS[type(c)], c) for c in found if type(c) in _BOUNDS]
+    parts = [f"{sign} {getattr(c, attr)}" for (attr, sign), c in bounds]
+    return " and ".join(parts)
+
+
+def _field_at(model: type, key: str):
+    *parents, leaf = key.split(".")
+    for name in parents:
+        info = _fields(model).get(name)
+        if info is None or not _is_model(info.annotation):
+            return None
+        model = info.annotation
+    return _fields(model).get(leaf)
+
+
+def _error_key(model: type, loc: tuple) -> str:
+    """The config key an error is about (a union adds its member's name to the location: dropped)."""
+    keys, parts = set(_all_keys(model)), [str(p) for p in loc if not isinstance(p, int)]
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in keys:
+            return ".".join(parts[:n])
+    return ".".join(parts)
+
+
+def _describe(model: type, key: str, errors: list[dict]) -> str:
+    """One bad key (a union field reports each member's complaint), named with the option that sets it."""
+    if errors[0]["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"unknown key {key!r}{suggest_key(key)}"
+    flag = flag_for(model, key)
+    name = f"{key} ({flag})" if flag else key
+    out_of_range = [e for e in errors if e["type"].startswith(("greater_than", "less_than"))]
+    if out_of_range:
+        alternatives = [e["ctx"]["expected"] for e in errors if e["type"] == "literal_error"]
+        valid = " or ".join([valid_range(model, key), *alternatives])
+        return f"{name}: {out_of_range[0]['input']} is out of range; valid: {valid}"
+    messages = dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors)
+    return f"{name}: " + "; or ".join(messages)
+
+
+def _raise_readable(model: type, err: ValidationError, source: str) -> None:
+    by_key: dict[str, list[dict]] = {}
+    for error in err.errors():
+        by_key.setdefault(_error_key(model, error["loc"]), []).append(error)
+    lines = [_describe(model, key, errors) for key, errors in by_key.items()]
     raise ConfigError(f"{source}: " + "; ".join(lines)) from None
 
 
-def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
+def validated(model: type, values: dict[str, Any], source: str):
+    """``model(**values)``, or a ConfigError naming every bad key, its option and its valid range."""
     try:
-        return TrainConfig(**values)
+        return model(**values)
     except ValidationError as err:
-        _raise_readable(err, source)
+        _raise_readable(model, err, source)
     raise AssertionError  # unreachable
+
+
+def make_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    return validated(TrainConfig, values, source)
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -186,11 +484,15 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 __all__ = [
     "SCHEDULES",
+    "ConfigOption",
     "InferenceOptions",
     "ScheduleSpec",
     "TrainConfig",
     "apply_overrides",
+    "command_options",
     "load_config",
     "make_config",
+    "option",
     "parse_duration",
+    "validated",
 ]

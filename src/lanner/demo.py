@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from lanner import api
 from lanner.config import make_config
 from lanner.demo_detect import run_detect_demo
 
@@ -42,14 +42,16 @@ def write_digits(out: Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
 
 
 def run_demo(
+    api: ModuleType,
     task: str = "classify",
     run: str | None = None,
     data_dir: Path | None = None,
     console: Console | None = None,
 ) -> Path:
+    """The demo drives ``api`` (lanner.api, handed over so the demo sits beside it without a cycle)."""
     console = console or Console()
     if task == "detect":
-        return run_detect_demo(run=run, data_dir=data_dir, console=console)
+        return run_detect_demo(api, run=run, data_dir=data_dir, console=console)
     start = time.perf_counter()
     data = write_digits(Path(data_dir or "runs/demo-data/digits"))
     console.print(f"wrote scikit-learn's handwritten digits to {data} (train/ and test/ class folders)")

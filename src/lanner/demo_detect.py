@@ -11,12 +11,12 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
 from rich.console import Console
 
-from lanner import api
 from lanner.config import make_config
 from lanner.data.formats import write_dataset
 from lanner.data.records import Dataset, ImageRecord
@@ -117,7 +117,11 @@ def write_digit_canvases(
 
 
 def run_detect_demo(
-    run: str | None = None, data_dir: Path | None = None, console: Console | None = None, minutes: float = 3.0
+    api: ModuleType,
+    run: str | None = None,
+    data_dir: Path | None = None,
+    console: Console | None = None,
+    minutes: float = 3.0,
 ) -> Path:
     console = console or Console()
     start = time.perf_counter()

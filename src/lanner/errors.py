@@ -19,3 +19,15 @@ class CheckpointError(LannerError):
 
 class WriteError(LannerError):
     """A file could not be written: disk full, read-only folder, no permission."""
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C / SIGTERM after saving a resumable checkpoint."""
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (where the trainer turns it into a clean stop and ``Interrupted``).
+
+    A BaseException like KeyboardInterrupt, so that ``except Exception`` in the library cannot
+    swallow it; the CLI exits 143 (128 + SIGTERM) on it.
+    """

@@ -13,46 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-SCHEDULES = (
-    "constant",
-    "step",
-    "multistep",
-    "exponential",
-    "time",
-    "polynomial",
-    "linear",
-    "cosine",
-    "onecycle",
-)
+from lanner.config import SCHEDULES as SCHEDULES
+from lanner.config import ScheduleSpec
+
+# The spec is part of the run config (a lower layer); re-exported here for the engine's users.
+from lanner.engine.plots import plt, save_figure
+
 DEFAULT_GAMMA = {"step": 0.1, "multistep": 0.1, "exponential": 0.9, "time": 0.5}
-
-
-@dataclass
-class ScheduleSpec:
-    """Shape of a schedule. Lengths are in epochs (fractions allowed) so they survive batch changes."""
-
-    name: str = "cosine"
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.1  # LR at step 0 of the warmup, as a fraction of the base LR
-    min_lr_factor: float = 0.0  # where cosine / linear / polynomial end, as a fraction of the base LR
-    step_size: float = 10.0  # step: decay every step_size epochs
-    milestones: list[float] = field(default_factory=list)  # multistep: epochs at which to decay
-    gamma: float | None = None  # decay factor (step, multistep, exponential per epoch, time-based rate)
-    power: float = 2.0  # polynomial
-    pct_start: float = 0.3  # onecycle: fraction of the segment spent rising
-    div_factor: float = 25.0  # onecycle: start LR = base / div_factor
-    final_div_factor: float = 1e4  # onecycle: end LR = start LR / final_div_factor
-
-    def __post_init__(self) -> None:
-        if self.name not in SCHEDULES:
-            import difflib
-
-            close = difflib.get_close_matches(self.name, SCHEDULES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown schedule {self.name!r}{hint}; choose from {', '.join(SCHEDULES)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _gamma(spec: ScheduleSpec) -> float:
@@ -157,10 +124,6 @@ def lr_curve(segments: list[Segment], total_steps: int) -> list[float]:
 
 def plot_schedule(segments: list[Segment], total_steps: int, steps_per_epoch: int, path) -> None:
     """Write the LR curve (x in epochs) with segment starts marked."""
-    import matplotlib.pyplot as plt
-
-    from lanner.engine.plots import save_figure
-
     fig, ax = plt.subplots(figsize=(7, 3.2))
     xs = [s / steps_per_epoch for s in range(total_steps)]
     ax.plot(xs, lr_curve(segments, total_steps), color="#1f6feb")

@@ -29,6 +29,8 @@ from lanner.engine.trainer import Interrupted, Trainer, TrainState
 from lanner.models.devices import choose_device, choose_precision
 from lanner.rundir import RunDir
 
+current_run_dir: Path | None = None  # the run this process is making, once made (for the crash log)
+
 # prepare(config, run, device, console, fresh) -> the task's Prepared (task, model, model_name, ...)
 Prepare = Callable[[TrainConfig, RunDir, torch.device, Console, bool], Any]
 
@@ -91,6 +93,8 @@ def _new_run(config: TrainConfig, console: Console, dist, kind: str) -> tuple[Tr
     config = config.model_copy(update={"task": infer_task(config)})
     made = new_run_dir(config.run, kind + config.task) if dist.is_main else None
     run_dir = Path(distributed.broadcast(str(made), dist))
+    global current_run_dir
+    current_run_dir = run_dir
     console.print(f"run directory: [bold]{run_dir}[/]")
     return config.model_copy(update={"run": str(run_dir)}), run_dir
 

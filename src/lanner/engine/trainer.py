@@ -33,6 +33,7 @@ from lanner.engine.checkpoint import save_checkpoint
 from lanner.engine.history import write_history, write_segments
 from lanner.engine.plots import plot_curves
 from lanner.engine.schedules import Segment, lr_at
+from lanner.errors import Interrupted
 from lanner.models.devices import autocast_for
 from lanner.models.weights import set_backbone_trainable
 from lanner.rundir import CheckpointMeta, RunDir
@@ -99,10 +100,6 @@ def optimizer_step(task, model, optimizer, scaler, autocast, batch, lr: float) -
 
 def minimise(metric: str) -> bool:
     return "loss" in metric
-
-
-class Interrupted(Exception):
-    """Training stopped on Ctrl-C / SIGTERM after saving a resumable checkpoint."""
 
 
 class _StopFlag:

@@ -238,7 +238,9 @@ def predict_detection_files(
         rows.append(_row(path, det.above(threshold), classes))
         if options.render is not None:
             render_image(path, det.above(threshold), classes, Path(options.render))
-    written = write_predictions(predictions_dataset(classes, results, threshold), options.format, out)
+    written = write_predictions(
+        predictions_dataset(classes, results, threshold), options.format or "coco", out
+    )
     write_json(folder / "detections.json", scores_document(classes, results, threshold))
     total = sum(len(r.get("boxes", [])) for r in rows)
     console.print(
