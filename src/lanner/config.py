@@ -209,7 +209,7 @@ class ScheduleSpec:
 
 # ---------------------------------------------------------------------------------------- training
 Precision = Literal["auto", "32", "bf16", "16-mixed"]
-PositiveLR = Annotated[float, Field(gt=0)]
+PositiveLR = Annotated[float, Field(ge=0)]  # 0 is allowed: a run that must not learn (tests, probes)
 
 
 class TrainConfig(BaseModel):
