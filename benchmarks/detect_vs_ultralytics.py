@@ -29,9 +29,10 @@ from rich.console import Console
 
 from lanner import api
 from lanner.config import make_config
+from lanner.data.detections import Detections
 from lanner.data.formats import read_dataset, write_dataset
 from lanner.data.records import Dataset
-from lanner.eval.detection import Detections, evaluate_detections
+from lanner.eval.detection import evaluate_detections
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rbc_roboflow_coco"
 EVAL_SPLITS = ("val", "test")  # Roboflow's "valid" is read as val
@@ -53,8 +54,8 @@ def coco_scores(dataset: Dataset, predictions: list[Detections]) -> dict:
 def run_lanner(
     data: Path, minutes: float, work: Path, evaluation: Dataset, model: str | None, image_size: int | None
 ) -> dict:
-    from lanner.models.loading import load_run
-    from lanner.tasks.detect_setup import predict_dataset
+    from lanner.tasks.detect.evaluate import predict_dataset
+    from lanner.tasks.loading import load_run
 
     config = make_config(
         {
@@ -75,7 +76,7 @@ def run_lanner(
     assert len(kept.records) == len(evaluation.records)
     return {
         "model": loaded.config.model,
-        "image_size": loaded.meta["image_size"],
+        "image_size": loaded.meta.get("image_size"),
         "train_s": round(train_s, 1),
         "run": str(run),
         **coco_scores(evaluation, detections),

@@ -49,10 +49,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lanner.data.detections import Detections
 from lanner.data.formats import read_dataset
 from lanner.data.records import Dataset
 from lanner.data.tiling import decode_upright, overlap_pixels, tile_windows
-from lanner.eval.detection import Detections, evaluate_detections
+from lanner.eval.detection import evaluate_detections
 from lanner.predict.tiled import predict_tiled, score_floor
 
 MERGE_THRESHOLD = 0.5  # GREEDYNMM / IOS 0.5 for both lanner and SAHI (SAHI's defaults)
@@ -67,7 +68,7 @@ def load_detector(run: Path | None, tile: int) -> tuple[torch.nn.Module, list[st
 
         model = create_model("detect", "fcos_resnet18", num_classes=4, image_size=tile).eval()
         return model, None, {"model": "fcos_resnet18 (untrained)", "image_size": tile}
-    from lanner.models.loading import load_run
+    from lanner.tasks.loading import load_run
 
     loaded = load_run(run)
     info = {
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
     import sahi
 
     from lanner.models.inference import inference_model
-    from lanner.tasks.detect_tiled import tile_batch_size
+    from lanner.tasks.detect.tiled import tile_batch_size
 
     model, classes, model_info = load_detector(args.run, args.tile)
     model = model.to(args.device)

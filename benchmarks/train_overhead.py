@@ -25,7 +25,7 @@ from lanner.config import make_config
 from lanner.data.cache import preprocess
 from lanner.data.formats import read_dataset
 from lanner.engine.history import read_history
-from lanner.tasks.classify_setup import build_classifier
+from lanner.models.classifiers import build_classifier
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "sign_language_digits_cls" / "Dataset"
