@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import inspect
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def _lazy_module(name: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)  # as an import would: `lanner.api` works too
     return module
 
 
@@ -516,15 +519,19 @@ def _usage_error(error: typer.TyperException) -> int:
     return error.exit_code
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
-
-
 @contextlib.contextmanager
 def _sigterm_raises():
     """SIGTERM outside training surfaces as ``Terminated`` so cleanup runs (training saves first)."""
+    this_process = os.getpid()
+
+    def raise_terminated(signum, frame) -> None:
+        if os.getpid() != this_process:  # a forked worker inherited the handler: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise Terminated()
+
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     except ValueError:  # not the main thread
         previous = None
     try:

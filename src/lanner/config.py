@@ -90,19 +90,15 @@ def command_options(model: type, command: str) -> list[ConfigOption]:
     for key, info, nested in _declared_fields(model):
         cli = _cli_meta(info, nested)
         if command in cli["commands"]:
-            flags = (cli["flag"] or "--" + key.rsplit(".", 1)[-1].replace("_", "-"),)
-            flags += tuple(cli["aliases"].get(command, ()))
-            found.append(
-                ConfigOption(
-                    key,
-                    flags,
-                    info.description or "",
-                    info.annotation,
-                    _default(info),
-                    tuple(cli["off_flag"]) if cli["off_flag"] else None,
-                )
-            )
+            found.append(_option(key, info, cli, command))
     return found
+
+
+def _option(key: str, info, cli: dict, command: str) -> ConfigOption:
+    flags = (cli["flag"] or "--" + key.rsplit(".", 1)[-1].replace("_", "-"),)
+    flags += tuple(cli["aliases"].get(command, ()))
+    off_flag = tuple(cli["off_flag"]) if cli["off_flag"] else None
+    return ConfigOption(key, flags, info.description or "", info.annotation, _default(info), off_flag)
 
 
 def flag_for(model: type, key: str) -> str | None:
