@@ -25,7 +25,8 @@ from lanner.engine.callbacks import Callback, Callbacks, RunStart
 from lanner.engine.schedules import plot_schedule
 from lanner.engine.setup import hardware_info, new_run_dir
 from lanner.engine.tracking import make_tracker
-from lanner.engine.trainer import Interrupted, Trainer, TrainState
+from lanner.engine.trainer import Trainer, TrainState
+from lanner.errors import Interrupted
 from lanner.models.devices import choose_device, choose_precision
 from lanner.rundir import RunDir
 
