@@ -125,6 +125,27 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+@dataclass
+class RunContext:
+    """Where a run trains and who hears of it: its directory, device, precision, console, processes."""
+
+    run_dir: Path
+    device: torch.device
+    precision: str = "32"
+    console: Console = field(default_factory=Console)
+    dist: distributed.Distributed = distributed.SINGLE
+
+
+@dataclass
+class TrainSettings:
+    """How this stretch of training runs beyond the schedule: the checkpoint's identity (model name,
+    config), a wall-clock budget, and how many first epochs train the head only."""
+
+    identity: dict
+    time_budget_s: float | None = None
+    freeze_epochs: int = 0
+
+
 class Trainer:
     def __init__(
         self,
@@ -133,26 +154,21 @@ class Trainer:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         state: TrainState,
-        run_dir: Path,
-        device: torch.device,
-        precision: str,
-        extra_checkpoint: dict,
-        console: Console | None = None,
-        time_budget_s: float | None = None,
-        freeze_epochs: int = 0,
-        dist: distributed.Distributed = distributed.SINGLE,
+        context: RunContext,
+        settings: TrainSettings,
         callbacks: Callback | None = None,
     ) -> None:
-        """``model`` may be DDP-wrapped (``dist`` enabled); ``task`` then hands out this process's share."""
+        """``model`` may be DDP-wrapped (``context.dist`` enabled); ``task`` then hands out this
+        process's share."""
         self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
         self.raw_model = distributed.unwrap(model)  # what is validated and saved
-        self.dist = dist
+        self.dist, self.console = context.dist, context.console
         self.callbacks = callbacks or Callback()  # told of every epoch on process 0
-        self.run, self.device, self.precision = RunDir(run_dir), device, precision
-        self.extra_checkpoint = extra_checkpoint
-        self.console = console or Console()
-        self.time_budget_s = time_budget_s
-        self.freeze_epochs = freeze_epochs
+        self.run, self.device, self.precision = RunDir(context.run_dir), context.device, context.precision
+        self.extra_checkpoint = settings.identity
+        self.time_budget_s = settings.time_budget_s
+        self.freeze_epochs = settings.freeze_epochs
+        device, precision = self.device, self.precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
         self.steps_per_epoch = task.steps_per_epoch()
 

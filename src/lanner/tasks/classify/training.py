@@ -16,6 +16,7 @@ from torchvision.ops import roi_align
 
 from lanner.data.pixels import Preprocessing, batch_generator, centre_crop, eval_batch, normalise, to_float
 from lanner.engine.distributed import shard_batches
+from lanner.tasks.base import TrainRecipe
 
 AUGMENT_PRESETS = {
     # scale range of the random resized crop (fraction of the cached square), colour jitter strength
@@ -96,14 +97,11 @@ class ClassificationTask:
         val_idx: np.ndarray,
         classes: list[str],
         prep: Preprocessing,
-        batch_size: int,
-        augment: str = "default",
-        hflip: bool = True,
-        balance: str = "none",
-        label_smoothing: float = 0.0,
-        seed: int = 0,
+        recipe: TrainRecipe,
         device: torch.device | None = None,
     ) -> None:
+        batch_size, balance, label_smoothing = recipe.batch_size, recipe.balance, recipe.label_smoothing
+        augment, hflip, seed = recipe.augment, recipe.hflip, recipe.seed
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
         self.classes, self.prep, self.batch_size = classes, prep, batch_size

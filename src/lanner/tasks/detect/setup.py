@@ -29,7 +29,7 @@ from lanner.errors import DataError
 from lanner.models.registry import create_model
 from lanner.models.weights import load_pretrained
 from lanner.rundir import CheckpointMeta, RunDir
-from lanner.tasks.base import Prepared
+from lanner.tasks.base import Prepared, TrainRecipe
 from lanner.tasks.detect.tiled import build_tiled_task
 from lanner.tasks.detect.training import DetectionTask
 
@@ -110,13 +110,9 @@ def prepare_detection(
     model = build_detector(name, len(dataset.classes), size)
     batch = config.batch_size or DEFAULT_BATCH["cuda" if device.type == "cuda" else "cpu"]
     task_kwargs = dict(
-        batch_size=batch,
-        augment=config.augment,
-        hflip=config.hflip,
-        min_visibility=config.min_visibility,
+        recipe=TrainRecipe.from_config(config, batch),
         score_threshold=config.score_threshold,
         label_offset=getattr(model, "label_offset", 0),
-        seed=config.seed,
         device=device,
     )
     if config.tile:
