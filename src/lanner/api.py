@@ -27,6 +27,7 @@ from lanner.engine import session as sessions
 from lanner.engine.lr_find import exponential_lrs
 from lanner.engine.schedules import plot_schedule, schedule_table
 from lanner.engine.setup import base_lr, build_optimizer, first_segment
+from lanner.engine.tracking import check_tracker
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.export import export_run
@@ -47,6 +48,14 @@ def _prepare(config: TrainConfig, run: RunDir, device, console: Console, fresh: 
     return get_task(config.task).prepare(config, run, device, console, fresh)
 
 
+def _check_names(config: TrainConfig) -> None:
+    """A task or tracker lanner does not know fails here, before any file is written."""
+    if config.task is not None:
+        get_task(config.task)
+    if config.track is not None:
+        check_tracker(config.track)
+
+
 def _after_training(s: sessions.Session, evaluate_after: bool):
     return lambda: evaluate(s.run_dir, console=s.console) if evaluate_after else None
 
@@ -54,6 +63,7 @@ def _after_training(s: sessions.Session, evaluate_after: bool):
 # ------------------------------------------------------------------------------------------ train
 def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
     """Train a new run; returns its directory (printed at start and end)."""
+    _check_names(config)
     s = sessions.set_up(config, _console(console), _prepare)
     if s.config.lr == "auto":
         lr_auto.choose_lr(s)
@@ -112,6 +122,7 @@ def lr_find(
     """LR range test on the run's data and model (:mod:`lanner.engine.lr_find`); nothing is kept
     but ``lr_find.csv``, ``lr_find.json`` and ``lr_find.png`` in the (new) run directory."""
     exponential_lrs(start_lr, end_lr, steps)  # bad bounds fail before any data is read
+    _check_names(config)
     s = sessions.set_up(config, _console(console), _prepare, kind="lr-find-")
     for note in s.prepared.notes:
         s.console.print(note)

@@ -215,7 +215,8 @@ class TrainConfig(BaseModel):
 
     # Each command's DATA argument, not an option.
     data: str = option("", help="dataset folder or annotation file (any supported format)", commands=())
-    task: Literal["classify", "detect"] | None = option(help="inferred from the data")
+    # Task and tracker names are the plug-ins' (tasks/, engine/tracking.py); lanner.api checks them.
+    task: str | None = option(help="classify or detect (inferred from the data)")
     format: str | None = option(help="dataset format (auto-detected)", commands=(*TRAINING, "schedule"))
     run: str | None = option(
         help="run directory (default runs/<task>-<time>; lr-find: runs/lr-find-<task>-<time>)"
@@ -272,8 +273,8 @@ class TrainConfig(BaseModel):
         commands=IMAGE_READERS,
         ge=0,
     )
-    track: Literal["mlflow"] | None = option(
-        help="mirror the run into an experiment tracker", commands=("train",)
+    track: str | None = option(
+        help="mirror the run into an experiment tracker: mlflow", commands=("train",)
     )
     tracking_uri: str | None = option(
         help="tracking server (default: MLFLOW_TRACKING_URI, else MLflow's own)", commands=("train",)
