@@ -247,7 +247,11 @@ class TrainConfig(BaseModel):
     hflip: bool = option(
         True, help="random horizontal flips (off for data where left and right differ: digits, text)"
     )
-    balance: Literal["none", "oversample", "weighted"] = option("none", help="imbalanced classes")
+    balance: Literal["auto", "none", "oversample", "weighted", "logit_adjust"] = option(
+        "auto",
+        help="imbalanced classes: auto (logit adjustment when the largest class is over 3x the "
+        "smallest), none, oversample, weighted (loss), logit_adjust",
+    )
     classes: list[str] | None = option(help="keep only these classes, comma-separated")
     rename: dict[str, str] = option(
         default_factory=dict, help="OLD=NEW class rename (repeatable; merges when equal)"

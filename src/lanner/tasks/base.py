@@ -29,7 +29,7 @@ class TrainRecipe:
     batch_size: int
     augment: str = "default"
     hflip: bool = True
-    balance: str = "none"  # classification: none, oversample, weighted
+    balance: str = "auto"  # classification: auto, none, oversample, weighted, logit_adjust
     label_smoothing: float = 0.0
     min_visibility: float = 0.5  # detection: a box less visible than this after a crop is dropped
     seed: int = 0

@@ -19,6 +19,7 @@ from lanner.models.weights import load_pretrained
 from lanner.rundir import RunDir
 from lanner.tasks.base import Prepared
 from lanner.tasks.classify.data import build_classification_task, cache_records
+from lanner.tasks.classify.training import imbalance_ratio
 
 DEFAULT_BATCH = 32
 # (model, image size) by device type: small and fast on a CPU, stronger on a GPU.
@@ -53,7 +54,11 @@ def prepare_classification(
     if fresh and config.pretrained:
         fresh_layers = load_pretrained(model, config.pretrained)
         notes.append(f"weights from {config.pretrained}; new layers: {', '.join(fresh_layers) or 'none'}")
-    return Prepared(task, model.to(device), name, batch, notes)
+    if task.balance != config.balance:  # balance: auto made a choice; say which and why
+        ratio = imbalance_ratio(task.class_counts)
+        notes.append(f"classes imbalanced {ratio:.1f}:1 (largest/smallest) -> balance {task.balance}")
+    # Channels-last: convolutions on CPUs (oneDNN) and GPUs (cuDNN) run faster in NHWC; batches match.
+    return Prepared(task, model.to(device, memory_format=torch.channels_last), name, batch, notes)
 
 
 def _model_choice(config: TrainConfig, device: torch.device) -> tuple[str, int]:
