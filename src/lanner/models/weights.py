@@ -48,7 +48,7 @@ class FreezePlan:
 
 
 def parse_freeze(text: str | None, freeze_epochs: int = 0) -> FreezePlan | None:
-    """``backbone``, ``backbone:N``, ``stages:K``, ``backbone,rpn``; ``--freeze-epochs N`` = ``backbone:N``."""
+    """``backbone``, ``backbone:N``, ``stages:K``, ``--freeze-epochs N``: ``backbone:N``."""
     if not text:
         return FreezePlan(("backbone",), epochs=freeze_epochs) if freeze_epochs else None
     parts, stages, epochs = [], None, None
