@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -14,6 +16,7 @@ from transfer_helpers import REPO, lanner, make_hf_cache, offline_env
 
 from lanner import api
 from lanner.config import make_config
+from lanner.data.formats import read_dataset
 from lanner.engine.checkpoint import load_checkpoint
 from lanner.errors import CheckpointError, ConfigError
 
@@ -135,3 +138,46 @@ def test_stages_freeze_backbone_lr_and_classifier_surgery(tmp_path):
         j = src_classes.index("digit0" if name == "zero" else name)
         assert torch.equal(fc["state_dict"]["fc.weight"][i], state["fc.weight"][j])
         assert torch.equal(fc["state_dict"]["fc.bias"][i], state["fc.bias"][j])
+
+
+def test_probe_matches_scikit_learn_and_predicts_through_the_cli(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    data = write_digit_folders(tmp_path / "d", per_class=10, splits=("train", "val"))
+    weights = tmp_path / "w.safetensors"
+    torch.manual_seed(0)
+    save_file(timm.create_model("test_resnet").state_dict(), str(weights))
+    env = offline_env(tmp_path)
+    run = tmp_path / "probe"
+    args = [
+        "probe",
+        data,
+        "--run",
+        run,
+        "--model",
+        "test_resnet",
+        "--image-size",
+        "32",
+        "--pretrained",
+        weights,
+    ]
+    out = lanner([*args, "--cache-dir", tmp_path / "cache"], env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    probe = json.loads((run / "probe.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    acc = metrics.get("accuracy", metrics.get("val", {}).get("accuracy"))
+    assert acc == pytest.approx(probe["sklearn"]["val_acc"])
+    # The same features, the same fit, by hand (cached features are reused: the key is the files).
+    (feats,) = [np.load(p) for p in (tmp_path / "cache" / "probe-features").glob("*.npy")]
+    dataset = read_dataset(data)
+    labels = np.array([r.label for r in dataset.records])
+    train = np.array([r.split == "train" for r in dataset.records])
+    clf = LogisticRegression(max_iter=2000, random_state=0).fit(feats[train], labels[train])
+    assert clf.score(feats[~train], labels[~train]) == pytest.approx(probe["sklearn"]["val_acc"])
+    val_files = [r.path for r in dataset.records if r.split == "val"]
+    out = lanner(["predict", run, *val_files, "--out", tmp_path / "p.csv"], env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    with open(tmp_path / "p.csv") as f:
+        predicted = {row["path"]: row["label"] for row in csv.DictReader(f)}
+    expected = [dataset.classes[i] for i in clf.predict(feats[~train])]
+    assert [predicted[str(p)] for p in val_files] == expected

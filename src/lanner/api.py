@@ -34,6 +34,7 @@ from lanner.export import export_run
 from lanner.report import build_report
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
+from lanner.tasks.classify.probe import run_probe
 from lanner.tasks.loading import describe_inference, load_for_inference
 
 RESUMABLE = resuming.RESUMABLE
@@ -147,6 +148,18 @@ def schedule_preview(
     out = Path(out or "schedule.png")
     plot_schedule([seg], config.epochs * steps_per_epoch, steps_per_epoch, out)
     return schedule_table([seg], config.epochs, steps_per_epoch), out
+
+
+def probe(config: TrainConfig, console: Console | None = None, *, report: bool = True) -> Path:
+    """A linear probe of ``config.pretrained``'s features (classification): fitted with scikit-learn,
+    written as a run (checkpoint = backbone + the probe as head) and evaluated on val (and test)."""
+    console = _console(console)
+    run = run_probe(config, console)
+    split = (
+        "val,test" if "test" in {r.split for r in read_dataset(config.data, config.format).records} else "val"
+    )
+    evaluate(run, split=split, console=console, report=report, device=config.device)
+    return run
 
 
 def count_images(data: str, format: str | None = None) -> int:

@@ -24,7 +24,7 @@ from pydantic_core import PydanticUndefined
 from lanner.errors import ConfigError
 
 # ------------------------------------------------------------------------------- option declarations
-TRAINING = ("train", "lr-find")  # settings of the data and model: the LR range test uses them too
+TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
 IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict")
 INFERENCE = ("eval", "predict")
 

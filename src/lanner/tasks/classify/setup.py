@@ -43,7 +43,7 @@ def prepare_classification(
     name, size = _model_choice(config, device)
     model, mean, std = build_classifier(name, len(dataset.classes))
     source = weights_source(config, model, fresh)
-    prep = _preprocessing(Preprocessing(size, mean, std), weights_data_cfg(source, run), config.image_size)
+    prep = preprocessing_for(Preprocessing(size, mean, std), weights_data_cfg(source, run), config.image_size)
     cached = cache_records(
         dataset, prep.cache_size, config.cache_dir, config.workers or default_workers(), console
     )
@@ -57,7 +57,7 @@ def prepare_classification(
     return Prepared(task, model.to(device), name, batch, notes)
 
 
-def _preprocessing(default: Preprocessing, weights: dict, image_size: int | None) -> Preprocessing:
+def preprocessing_for(default: Preprocessing, weights: dict, image_size: int | None) -> Preprocessing:
     """The pretrained weights' mean, std, crop and resize (and input size unless --image-size says)."""
     if not weights:
         return default
