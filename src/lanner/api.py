@@ -31,6 +31,7 @@ from lanner.engine.tracking import check_tracker
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.export import export_run
+from lanner.models.pretrained import pretrained_tags as pretrained_weights
 from lanner.report import build_report
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
@@ -228,6 +229,11 @@ def export(run: str | Path, out: str | Path | None = None, *, check: bool = True
 
 def list_models(task: str = "classify", pattern: str = "*") -> list[str]:
     return models.list_models(task, pattern)
+
+
+def pretrained_tags(name: str) -> tuple[list[str], str | None]:
+    """Pretrained weights that exist for a model, and which one ``--pretrained imagenet`` picks."""
+    return pretrained_weights(name)
 
 
 def demo(

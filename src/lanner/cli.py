@@ -463,9 +463,17 @@ def models(
     task: Annotated[str, Opt()] = "classify",
     pattern: Annotated[str, typer.Argument()] = "*",
 ) -> None:
-    """List model names."""
-    for name in api.list_models(task, pattern):
+    """List model names; for one exact name, also the pretrained weights it has."""
+    names = api.list_models(task, pattern)
+    for name in names:
         console.print(name, highlight=False)
+    if names == [pattern]:
+        tags, default = api.pretrained_tags(pattern)
+        console.print(f"pretrained: {', '.join(tags) or 'none'}", highlight=False, soft_wrap=True)
+        if default:
+            console.print(
+                f"--pretrained {'coco' if default == 'coco' else 'imagenet'} picks {default}", highlight=False
+            )
 
 
 @app.command()

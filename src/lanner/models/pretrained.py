@@ -109,6 +109,24 @@ def timm_data_cfg(name: str) -> dict[str, Any]:
     }
 
 
+def pretrained_tags(name: str) -> tuple[list[str], str | None]:
+    """The weights ``--pretrained`` knows for a model name: (names, what ``imagenet`` picks / ``coco``)."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    try:  # torchvision's detectors: their COCO weights
+        from torchvision.models import get_model_weights
+
+        if get_model_weights(name).COCO_V1:
+            return ["coco"], "coco"
+    except (ValueError, KeyError, AttributeError):
+        pass
+    arch = name.removeprefix("fcos_") if not timm.is_model(name) else name
+    cfg = get_pretrained_cfg(arch) if timm.is_model(arch) else None
+    tags = timm.list_pretrained(arch + ".*") if cfg is not None else []
+    return tags, (f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else None)
+
+
 def _coco_source(model: nn.Module) -> WeightsSource:
     builder = getattr(model, "torchvision_builder", None)
     if builder is None:
