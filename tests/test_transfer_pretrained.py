@@ -161,7 +161,7 @@ def test_probe_matches_scikit_learn_and_predicts_through_the_cli(tmp_path):
         "--pretrained",
         weights,
     ]
-    out = lanner([*args, "--cache-dir", tmp_path / "cache"], env)
+    out = lanner([*args, "--cache-dir", tmp_path / "cache", "--no-report"], env)
     assert out.returncode == 0, out.stdout + out.stderr
     probe = json.loads((run / "probe.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
