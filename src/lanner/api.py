@@ -31,9 +31,11 @@ from lanner.engine.tracking import check_tracker
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.export import export_run
+from lanner.models.pretrained import pretrained_tags as pretrained_weights
 from lanner.report import build_report
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
+from lanner.tasks.classify.probe import run_probe
 from lanner.tasks.loading import describe_inference, load_for_inference
 
 RESUMABLE = resuming.RESUMABLE
@@ -149,6 +151,18 @@ def schedule_preview(
     return schedule_table([seg], config.epochs, steps_per_epoch), out
 
 
+def probe(config: TrainConfig, console: Console | None = None, *, report: bool = True) -> Path:
+    """A linear probe of ``config.pretrained``'s features (classification): fitted with scikit-learn,
+    written as a run (checkpoint = backbone + the probe as head) and evaluated on val (and test)."""
+    console = _console(console)
+    run = run_probe(config, console)
+    split = (
+        "val,test" if "test" in {r.split for r in read_dataset(config.data, config.format).records} else "val"
+    )
+    evaluate(run, split=split, console=console, report=report, device=config.device)
+    return run
+
+
 def count_images(data: str, format: str | None = None) -> int:
     return sum(1 for r in read_dataset(data, format).records if r.split in (None, "train"))
 
@@ -215,6 +229,11 @@ def export(run: str | Path, out: str | Path | None = None, *, check: bool = True
 
 def list_models(task: str = "classify", pattern: str = "*") -> list[str]:
     return models.list_models(task, pattern)
+
+
+def pretrained_tags(name: str) -> tuple[list[str], str | None]:
+    """Pretrained weights that exist for a model, and which one ``--pretrained imagenet`` picks."""
+    return pretrained_weights(name)
 
 
 def demo(

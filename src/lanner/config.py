@@ -24,7 +24,7 @@ from pydantic_core import PydanticUndefined
 from lanner.errors import ConfigError
 
 # ------------------------------------------------------------------------------- option declarations
-TRAINING = ("train", "lr-find")  # settings of the data and model: the LR range test uses them too
+TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
 IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict")
 INFERENCE = ("eval", "predict")
 
@@ -223,7 +223,10 @@ class TrainConfig(BaseModel):
     )
 
     model: str | None = option(help="model name (any timm model for classification)")
-    pretrained: str | None = option(help="local weights file or a lanner run to start from")
+    pretrained: str | None = option(
+        help="weights to start from: imagenet, coco (torchvision detectors), a timm tag "
+        "(resnet50.a1_in1k), a weights file or a lanner run"
+    )
     image_size: int | None = option(help="input size in pixels", gt=0)
     batch_size: int | None = option(help="images per step", commands=(*TRAINING, "schedule"), gt=0)
     epochs: int = option(
@@ -259,7 +262,21 @@ class TrainConfig(BaseModel):
     val_fraction: float = option(
         0.2, help="share of each class drawn for validation when the data has no val split", gt=0, lt=1
     )
-    freeze_epochs: int = option(0, help="train only the head for N epochs first", commands=("train",), ge=0)
+    freeze_epochs: int = option(
+        0,
+        help="train only the head for N epochs first (same as --freeze backbone:N)",
+        commands=("train",),
+        ge=0,
+    )
+    freeze: str | None = option(
+        help="freeze backbone (whole run), backbone:N (N epochs), stages:K (stem + K stages), "
+        "fpn, rpn; comma-separated",
+        commands=("train",),
+        pattern=r"^\s*(backbone|fpn|rpn|stages)(:\d+)?\s*(,\s*(backbone|fpn|rpn|stages)(:\d+)?\s*)*$",
+    )
+    backbone_lr: float | None = option(
+        help="the backbone's LR as a fraction of --lr (e.g. 0.1)", commands=("train",), gt=0
+    )
 
     patience: int | None = option(
         help="early stopping: epochs without improvement of --monitor", commands=("train", "resume"), ge=0
@@ -277,9 +294,7 @@ class TrainConfig(BaseModel):
         commands=IMAGE_READERS,
         ge=0,
     )
-    track: str | None = option(
-        help="mirror the run into an experiment tracker: mlflow", commands=("train",)
-    )
+    track: str | None = option(help="mirror the run into an experiment tracker: mlflow", commands=("train",))
     tracking_uri: str | None = option(
         help="tracking server (default: MLFLOW_TRACKING_URI, else MLflow's own)", commands=("train",)
     )

@@ -28,6 +28,7 @@ from lanner.engine.tracking import make_tracker
 from lanner.engine.trainer import RunContext, Trainer, TrainSettings, TrainState
 from lanner.errors import Interrupted
 from lanner.models.devices import choose_device, choose_precision
+from lanner.models.weights import parse_freeze
 from lanner.rundir import RunDir
 
 current_run_dir: Path | None = None  # the run this process is making, once made (for the crash log)
@@ -180,7 +181,7 @@ def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback) -> T
     settings = TrainSettings(
         identity={"config": config.model_dump(mode="json"), "model_name": prepared.model_name},
         time_budget_s=parse_duration(config.time) if config.time else None,
-        freeze_epochs=config.freeze_epochs,
+        freeze=parse_freeze(config.freeze, config.freeze_epochs),
     )
     model = distributed.wrap(prepared.model, s.dist, s.device)
     return Trainer(
