@@ -1,0 +1,136 @@
+"""Classification at equal wall-clock budgets: lanner's defaults vs Ultralytics YOLO11n-cls / YOLO26n-cls.
+
+    .venv/bin/pip install ultralytics   # once; nothing else is downloaded
+    .venv/bin/python benchmarks/budget_vs_ultralytics.py [--minutes 2 5 10] [--data DIR] [--peers yolo11n-cls]
+
+The dataset (default ``../shared/data/trashnet_112_cls``: 2527 photos, 6 classes, imbalanced 4.3:1)
+is split once, seeded and stratified, 70/15/15 into train/val/test class folders (hard links) that
+both tools read. Each contender trains from random init for the budget on the same threads, one
+after the other (lanner with ``--time``, Ultralytics with ``time=`` in hours, its yaml model), then
+both are scored by the same code on the same test images: top-1 accuracy and macro-F1 (scikit-learn).
+Results go to ``benchmarks/results/budget_vs_ultralytics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+from lanner import api
+from lanner.config import make_config
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trashnet_112_cls"
+RESULTS = Path(__file__).resolve().parent / "results" / "budget_vs_ultralytics.json"
+SPLITS = (("train", 0.70), ("val", 0.15), ("test", 0.15))
+
+
+def split_folders(data: Path, out: Path, seed: int = 0) -> dict[str, list[tuple[Path, str]]]:
+    """Hard-link every image into out/{train,val,test}/<class>/, stratified by class."""
+    rng = np.random.default_rng(seed)
+    chosen: dict[str, list[tuple[Path, str]]] = {s: [] for s, _ in SPLITS}
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        order = rng.permutation(len(files))
+        cut_train = int(round(len(files) * SPLITS[0][1]))
+        cut_val = cut_train + int(round(len(files) * SPLITS[1][1]))
+        for rank, i in enumerate(order):
+            split = "train" if rank < cut_train else "val" if rank < cut_val else "test"
+            target = out / split / folder.name / files[i].name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(files[i], target)
+            chosen[split].append((target, folder.name))
+    return chosen
+
+
+def scores(truth: list[str], predicted: list[str]) -> dict:
+    classes = sorted(set(truth))
+    return {
+        "top1": accuracy_score(truth, predicted),
+        "macro_f1": f1_score(truth, predicted, labels=classes, average="macro", zero_division=0),
+        "min_recall": float(
+            recall_score(truth, predicted, labels=classes, average=None, zero_division=0).min()
+        ),
+    }
+
+
+def run_lanner(root: Path, test: list[tuple[Path, str]], minutes: float, work: Path) -> dict:
+    config = make_config(
+        {"data": str(root), "run": str(work / f"lanner-{minutes:g}m"), "time": f"{minutes:g}m"}
+    )
+    start = time.perf_counter()
+    run = api.train(config, Console(quiet=True), evaluate_after=False)
+    train_s = time.perf_counter() - start
+    rows = api.predict(run, [str(p) for p, _ in test], work / "lanner.csv", Console(quiet=True), topk=1)
+    history = (run / "history.csv").read_text().strip().splitlines()
+    cfg = (run / "config.yaml").read_text()
+    return {
+        **scores([c for _, c in test], [r["label"] for r in rows]),
+        "epochs": len(history) - 1,
+        "train_s": round(train_s, 1),
+        "config": {k: v for k, v in (line.split(": ", 1) for line in cfg.splitlines() if ": " in line)
+                   if k in ("model", "image_size", "batch_size", "balance", "lr", "augment")},
+    }  # fmt: skip
+
+
+def run_ultralytics(root: Path, test, minutes: float, work: Path, model_yaml: str, imgsz: int) -> dict:
+    from ultralytics import YOLO
+
+    model = YOLO(model_yaml)
+    start = time.perf_counter()
+    model.train(
+        data=str(root), epochs=1000, time=minutes / 60, imgsz=imgsz, batch=32, device="cpu", workers=2,
+        plots=False, project=str(work), name=f"{model_yaml}-{minutes:g}m", exist_ok=True, verbose=False,
+        amp=False, seed=0,
+    )  # fmt: skip
+    train_s = time.perf_counter() - start
+    names = model.names
+    predicted = []
+    for i in range(0, len(test), 64):
+        for r in model.predict(
+            [str(p) for p, _ in test[i : i + 64]], imgsz=imgsz, device="cpu", verbose=False
+        ):
+            predicted.append(names[int(r.probs.top1)])
+    epochs_file = work / f"{model_yaml}-{minutes:g}m" / "results.csv"
+    epochs = len(epochs_file.read_text().strip().splitlines()) - 1 if epochs_file.exists() else None
+    return {**scores([c for _, c in test], predicted), "epochs": epochs, "train_s": round(train_s, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    parser.add_argument("--peers", nargs="*", default=["yolo11n-cls.yaml", "yolo26n-cls.yaml"])
+    parser.add_argument(
+        "--imgsz", type=int, default=128, help="Ultralytics' input size (lanner picks its own)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 2)
+    results = {"data": str(args.data), "threads": torch.get_num_threads(), "budgets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        split = split_folders(args.data, work / "data")
+        results["images"] = {k: len(v) for k, v in split.items()}
+        for minutes in args.minutes:
+            row = {"lanner": run_lanner(work / "data", split["test"], minutes, work)}
+            print(minutes, "lanner", row["lanner"], flush=True)
+            for peer in args.peers:
+                row[peer] = run_ultralytics(work / "data", split["test"], minutes, work, peer, args.imgsz)
+                print(minutes, peer, row[peer], flush=True)
+            results["budgets"][f"{minutes:g}m"] = row
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
