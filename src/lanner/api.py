@@ -138,8 +138,9 @@ def schedule_preview(
     return schedule_table([seg], config.epochs, steps_per_epoch), out
 
 
-def count_images(data: str, format: str | None = None) -> int:
-    return sum(1 for r in read_dataset(data, format).records if r.split in (None, "train"))
+def count_images(data: str, format: str | None = None, allow_outside_root: bool = False) -> int:
+    dataset = read_dataset(data, format, allow_outside_root=allow_outside_root)
+    return sum(1 for r in dataset.records if r.split in (None, "train"))
 
 
 # ---------------------------------------------------------------------------------- eval/predict
@@ -182,13 +183,18 @@ def predict(
     return loaded.task.predict(loaded, inputs, Path(out) if out else None, options, console)
 
 
-def check(data: str, format: str | None = None, strict: bool = False) -> dict:
-    return check_dataset(data, format, strict=strict)
+def check(
+    data: str, format: str | None = None, strict: bool = False, allow_outside_root: bool = False
+) -> dict:
+    return check_dataset(data, format, strict=strict, allow_outside_root=allow_outside_root)
 
 
-def convert(data: str, to: str, out: str | Path, format: str | None = None, strict: bool = False):
+def convert(
+    data: str, to: str, out: str | Path, format: str | None = None, strict: bool = False,
+    allow_outside_root: bool = False,
+):  # fmt: skip
     """Convert ``data`` to another format; returns (output path, the dataset as read, with its issues)."""
-    dataset = read_dataset(data, format, **({"strict": True} if strict else {}))
+    dataset = read_dataset(data, format, strict=strict, allow_outside_root=allow_outside_root)
     return convert_dataset(dataset, to, out, data), dataset
 
 

@@ -54,7 +54,9 @@ class Session:
 
 
 def infer_task(config: TrainConfig) -> str:
-    return config.task or read_dataset(config.data, config.format).task
+    if config.task:
+        return config.task
+    return read_dataset(config.data, config.format, allow_outside_root=config.allow_outside_root).task
 
 
 def start(
