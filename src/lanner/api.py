@@ -115,8 +115,11 @@ def lr_find(
     s = sessions.set_up(config, _console(console), _prepare, kind="lr-find-")
     for note in s.prepared.notes:
         s.console.print(note)
-    result, summary = lr_auto.run_range_test(s, s.prepared.model, start_lr, end_lr, steps)
-    lr_auto.print_lr_find(s.console, s.config, result, s.run)
+    try:
+        result, summary = lr_auto.run_range_test(s, s.prepared.model, start_lr, end_lr, steps)
+        lr_auto.print_lr_find(s.console, s.config, result, s.run)
+    finally:
+        sessions.release(s)
     return summary
 
 

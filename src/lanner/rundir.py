@@ -52,6 +52,7 @@ class RunDir:
     lr_find_csv = property(lambda self: self.path / "lr_find.csv")
     lr_find_json = property(lambda self: self.path / "lr_find.json")
     lr_find_plot = property(lambda self: self.path / "lr_find.png")
+    lock = property(lambda self: self.path / "run.lock")  # the process training this run (engine/runlock.py)
 
     def checkpoint(self, which: str) -> Path:
         """``which`` is last or best."""
