@@ -59,7 +59,9 @@ class RunDir:
         return self.checkpoints / f"{which}.ckpt"
 
     def holds_run(self) -> bool:
-        return self.checkpoints.exists()
+        """Whether a run was saved here: a checkpoint file, not just checkpoints/ (a first save that
+        failed, e.g. on a full disk, leaves the folder and nothing to resume)."""
+        return self.checkpoint("last").exists() or self.checkpoint("best").exists()
 
     def find_checkpoint(self, which: str = "best") -> Path:
         """The ``which`` checkpoint, else the other one; a clear error when the run has none."""

@@ -15,6 +15,7 @@ import lanner
 from lanner.config import TrainConfig
 from lanner.engine.schedules import Segment
 from lanner.errors import ConfigError
+from lanner.rundir import RunDir
 
 DEFAULT_LR = {"adamw": 1e-3, "adam": 1e-3, "sgd": 0.05}
 
@@ -38,7 +39,7 @@ def new_run_dir(run: str | None, task: str) -> Path:
             path = Path("runs") / f"{task}-{stamp}-{n}"
     else:
         path = Path(run)
-        if (path / "checkpoints").exists():
+        if RunDir(path).holds_run():  # a failed start (no checkpoint yet) can simply start over
             raise ConfigError(
                 f"{path} already holds a run; continue it with `lanner resume {path}` or choose another --run"
             )
