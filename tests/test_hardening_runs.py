@@ -271,6 +271,11 @@ def test_a_failed_first_start_leaves_nothing_or_a_run_that_starts_over(tmp_path,
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(read_history(tmp_path / "mine" / "history.csv")) == 1
 
+    (tmp_path / "a-file").write_text("not a folder")  # --run naming a file: an error, not a crash
+    for run, said in (("a-file", "a-file: is a file"), ("a-file/run", "cannot make the run directory")):
+        result = lanner("train", str(digits), "--run", run, *TINY, cwd=tmp_path)
+        assert result.returncode == 2 and said in result.stdout, result.stdout + result.stderr
+
 
 # ------------------------------------------------------------------------------------ disk full
 FULL_DISK = """
