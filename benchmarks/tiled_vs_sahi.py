@@ -54,7 +54,7 @@ from lanner.data.formats import read_dataset
 from lanner.data.records import Dataset
 from lanner.data.tiling import decode_upright, overlap_pixels, tile_windows
 from lanner.eval.detection import evaluate_detections
-from lanner.predict.tiled import predict_tiled, score_floor
+from lanner.predict.tiled import Tiling, predict_tiled, score_floor
 
 MERGE_THRESHOLD = 0.5  # GREEDYNMM / IOS 0.5 for both lanner and SAHI (SAHI's defaults)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -105,15 +105,11 @@ def label_offset(model: torch.nn.Module) -> int:
 # ---------------------------------------------------------------------------------------- lanner
 def run_lanner(model, paths: list[Path], args, batch_size: int, merge: str = "nmm") -> list[Detections]:
     offset = label_offset(model)
+    tiling = Tiling(args.tile, args.overlap, merge, MERGE_THRESHOLD, "ios", batch_size)
     stream = predict_tiled(
         model,
         paths,
-        tile=args.tile,
-        overlap=args.overlap,
-        batch_size=batch_size,
-        merge=merge,
-        merge_threshold=MERGE_THRESHOLD,
-        metric="ios",
+        tiling,
         device=args.device,
         score_threshold=args.score_threshold,
     )
@@ -410,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
     import sahi
 
     from lanner.models.inference import inference_model
-    from lanner.tasks.detect.tiled import tile_batch_size
+    from lanner.predict.tiled import tile_batch_size
 
     model, classes, model_info = load_detector(args.run, args.tile)
     model = model.to(args.device)

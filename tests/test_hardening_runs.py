@@ -129,7 +129,7 @@ def test_eval_on_another_dataset_takes_the_flag(tmp_path):
     assert "allow_outside_root" not in InferenceOptions().as_kwargs()
     help_text = lanner("eval", "--help", cwd=tmp_path).stdout
     assert "--allow-outside-root" in help_text
-    for command in ("train", "lr-find", "check", "convert", "schedule"):
+    for command in ("train", "lr-find", "probe", "check", "convert", "schedule"):
         assert "--allow-outside-root" in lanner(command, "--help", cwd=tmp_path).stdout, command
 
 

@@ -14,10 +14,9 @@ from torch import nn
 from lanner.errors import ConfigError
 from lanner.models import create_model
 from lanner.models.inference import inference_model, resolve_inference
-from lanner.predict.tiled import score_floor
+from lanner.predict.tiled import CPU_TILE_BATCH, Tiling, score_floor
 from lanner.rundir import CheckpointMeta
 from lanner.tasks.detect.setup import build_detector_from_meta
-from lanner.tasks.detect.tiled import CPU_TILE_BATCH, Tiling
 from lanner.tasks.loading import load_for_inference
 
 META = CheckpointMeta.from_checkpoint(

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,18 +59,40 @@ def test_disk_full_names_the_path_and_space_and_keeps_the_old_file(tmp_path, mon
     assert target.read_text() == "old content\n" and _temps(tmp_path) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+READ_ONLY_FOLDER_CHECK = """
+import sys
+from pathlib import Path
+from lanner._io import write_text
+from lanner.errors import WriteError
+folder = Path(sys.argv[1])
+try:
+    write_text(folder / "a.txt", "new")
+except WriteError as e:
+    print("WriteError:", e)
+"""
+
+
 def test_read_only_folder_raises_a_write_error(tmp_path):
-    folder = tmp_path / "ro"
+    """A real read-only folder; as root (CI), the write runs as the unprivileged user ``nobody``, since
+    root writes into read-only folders anyway."""
+    shared = Path(tempfile.mkdtemp(prefix="lanner-ro-"))  # tmp_path is private to root
+    folder = shared / "ro"
     folder.mkdir()
     write_text(folder / "a.txt", "old")
     folder.chmod(0o555)
+    shared.chmod(0o755)
+    as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    src = str(Path(__file__).resolve().parents[1] / "src")
     try:
-        with pytest.raises(WriteError, match=r"a\.txt: cannot write here"):
-            write_text(folder / "a.txt", "new")
+        done = subprocess.run(
+            [*as_user, sys.executable, "-c", READ_ONLY_FOLDER_CHECK, str(folder)],
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": src}, timeout=120,
+        )  # fmt: skip
     finally:
         folder.chmod(0o755)
+    assert re.search(r"WriteError: .*a\.txt: cannot write here", done.stdout), done.stdout + done.stderr
     assert (folder / "a.txt").read_text() == "old" and _temps(folder) == []
+    shutil.rmtree(shared)
 
 
 def test_read_only_filesystem_raises_a_write_error(tmp_path):

@@ -18,7 +18,7 @@ from scipy import ndimage
 from torchvision.ops import box_iou
 
 from lanner.errors import DataError
-from lanner.predict.tiled import choose_batch_size, predict_tiled, prefetch
+from lanner.predict.tiled import Tiling, choose_batch_size, predict_tiled, prefetch
 
 WHITE, YELLOW = (255, 255, 255), (255, 255, 0)
 
@@ -111,7 +111,7 @@ def _assert_each_square_once(boxes, labels, expected, min_iou=0.9):
 @pytest.mark.parametrize("merge", ["nms", "nmm", "wbf"])
 def test_each_square_found_exactly_once_in_full_image_coordinates(canvas, merge):
     [(path, boxes, scores, labels)] = list(
-        predict_tiled(BrightSquareDetector(), [canvas], tile=TILE, overlap=OVERLAP, batch_size=4, merge=merge)
+        predict_tiled(BrightSquareDetector(), [canvas], Tiling(TILE, OVERLAP, batch_size=4, merge=merge))
     )
     assert path == canvas
     assert boxes.dtype == np.float32 and boxes.shape == (len(SQUARES), 4) and scores.shape == labels.shape
@@ -121,7 +121,9 @@ def test_each_square_found_exactly_once_in_full_image_coordinates(canvas, merge)
 def test_batch_composition_does_not_change_results(canvas, small):
     images = [small, canvas, small]
     runs = [
-        list(predict_tiled(BrightSquareDetector(), images, tile=TILE, overlap=OVERLAP, batch_size=size))
+        list(
+            predict_tiled(BrightSquareDetector(), images, Tiling(TILE, OVERLAP, merge="nmm", batch_size=size))
+        )
         for size in (1, 5, 16)  # 16 > 14 tiles: one batch holds all three images
     ]
     assert [r[0] for r in runs[0]] == images  # input order
@@ -134,12 +136,8 @@ def test_batch_composition_does_not_change_results(canvas, small):
 
 def test_full_image_pass_adds_one_downscaled_input_mapped_back(canvas, small):
     model = BrightSquareDetector()
-    results = list(
-        predict_tiled(
-            model, [canvas, small], tile=TILE, overlap=OVERLAP, merge="nms", full_image_pass=True,
-            full_image_size=1500,
-        )
-    )  # fmt: skip
+    tiling = Tiling(TILE, OVERLAP, merge="nms", full_image_pass=True, full_image_size=1500)
+    results = list(predict_tiled(model, [canvas, small], tiling))
     assert model.input_sizes.count((1500, 1000)) == 1  # the canvas, downscaled; not the small image
     assert len(model.input_sizes) == 12 + 1 + 1
     _assert_each_square_once(results[0][1], results[0][3], _expected())
@@ -150,11 +148,13 @@ def test_score_threshold_and_transform(canvas):
         return x * 0.6  # white stays above the 0.5 threshold, yellow (mean 0.67) falls below
 
     [(_, boxes, scores, labels)] = list(
-        predict_tiled(BrightSquareDetector(), [canvas], tile=TILE, overlap=OVERLAP, transform=darken)
+        predict_tiled(BrightSquareDetector(), [canvas], Tiling(TILE, OVERLAP, merge="nmm"), transform=darken)
     )
     assert set(labels.tolist()) == {0}
     [(_, boxes, scores, _)] = list(
-        predict_tiled(BrightSquareDetector(), [canvas], tile=TILE, overlap=OVERLAP, score_threshold=2.0)
+        predict_tiled(
+            BrightSquareDetector(), [canvas], Tiling(TILE, OVERLAP, merge="nmm"), score_threshold=2.0
+        )
     )
     assert boxes.shape == (0, 4)
 
@@ -162,13 +162,13 @@ def test_score_threshold_and_transform(canvas):
 def test_decompression_bomb_names_the_file_and_the_flag(canvas, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(DataError, match=r"canvas\.png.*--max-image-pixels"):
-        list(predict_tiled(BrightSquareDetector(), [canvas], tile=TILE, overlap=OVERLAP))
+        list(predict_tiled(BrightSquareDetector(), [canvas], Tiling(TILE, OVERLAP, merge="nmm")))
 
 
 def test_unreadable_image_in_the_stream_raises_naming_it(canvas, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
-    stream = predict_tiled(BrightSquareDetector(), [canvas, broken], tile=TILE, overlap=OVERLAP)
+    stream = predict_tiled(BrightSquareDetector(), [canvas, broken], Tiling(TILE, OVERLAP, merge="nmm"))
     assert next(stream)[0] == canvas
     with pytest.raises(DataError, match="broken.jpg"):
         next(stream)
@@ -182,9 +182,7 @@ def test_unreadable_images_can_be_reported_and_skipped(canvas, small, tmp_path):
     stream = predict_tiled(
         model,
         [small, broken, canvas],
-        tile=TILE,
-        overlap=OVERLAP,
-        batch_size=8,
+        Tiling(TILE, OVERLAP, merge="nmm", batch_size=8),
         on_error=lambda p, e: failed.append((p, str(e))),
     )
     results = list(stream)
@@ -217,16 +215,17 @@ sys.path.insert(0, sys.argv[2])
 import torch
 from PIL import Image
 from lanner.data.images import set_max_image_pixels
-from lanner.predict.tiled import predict_tiled
+from lanner.predict.tiled import Tiling, predict_tiled
 from test_tiled_predict import BrightSquareDetector
 
 torch.set_num_threads(2)
 set_max_image_pixels(200_000_000)
 model = BrightSquareDetector()
 Image.new("RGB", (1500, 1500)).save(sys.argv[3])
-list(predict_tiled(model, [sys.argv[3]], tile=1024, overlap=64, batch_size=4))  # warm up lazy allocations
+tiling = Tiling(1024, 64, merge="nmm", batch_size=4)
+list(predict_tiled(model, [sys.argv[3]], tiling))  # warm up lazy allocations
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-[(_, boxes, _, _)] = list(predict_tiled(model, [sys.argv[1]], tile=1024, overlap=64, batch_size=4))
+[(_, boxes, _, _)] = list(predict_tiled(model, [sys.argv[1]], tiling))
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"peak_increase_mb": (after - before) / 1024, "boxes": boxes.tolist()}))
 """

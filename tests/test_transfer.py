@@ -44,7 +44,9 @@ def test_pretrained_from_a_run_with_other_classes_and_frozen_backbone(tmp_path, 
         evaluate_after=False,
     )
     out = "".join(capsys.readouterr().out.split())  # rich wraps long lines at the terminal width
-    assert "newlayers:fc.bias,fc.weight" in out
+    assert "classheads:keptdigit0,seven<-digit7;newnone" in out
+    surgery = json.loads((second / "pretrained.json").read_text())["classes"]
+    assert surgery == {"from": {"digit0": "digit0", "seven": "digit7"}, "dropped": ["digit1"]}
     assert "backboneunfrozen" in out
     a = load_checkpoint(first / "checkpoints" / "last.ckpt")["state_dict"]
     b = load_checkpoint(second / "checkpoints" / "last.ckpt")
@@ -60,12 +62,12 @@ def test_pretrained_from_a_run_with_other_classes_and_frozen_backbone(tmp_path, 
     )
 
 
-def test_missing_pretrained_file_explains_offline(tmp_path):
+def test_pretrained_weights_of_another_architecture_are_refused(tmp_path):
     data = write_digit_folders(tmp_path / "d", per_class=4)
     try:
         api.train(_cfg(tmp_path, data, "x", pretrained="resnet18.a1_in1k"), evaluate_after=False)
     except ConfigError as e:
-        assert "never downloads" in str(e) and "resnet18.a1_in1k" in str(e)
+        assert "weights of resnet18, but the model is test_resnet" in str(e)
     else:
         raise AssertionError("expected a clear error")
 

@@ -27,12 +27,15 @@ from lanner.engine import session as sessions
 from lanner.engine.lr_find import exponential_lrs
 from lanner.engine.schedules import plot_schedule, schedule_table
 from lanner.engine.setup import base_lr, build_optimizer, first_segment
+from lanner.engine.tracking import check_tracker
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.export import export_run
+from lanner.models.pretrained import pretrained_tags as pretrained_weights
 from lanner.report import build_report
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
+from lanner.tasks.classify.probe import run_probe
 from lanner.tasks.loading import describe_inference, load_for_inference
 
 RESUMABLE = resuming.RESUMABLE
@@ -47,6 +50,14 @@ def _prepare(config: TrainConfig, run: RunDir, device, console: Console, fresh: 
     return get_task(config.task).prepare(config, run, device, console, fresh)
 
 
+def _check_names(config: TrainConfig) -> None:
+    """A task or tracker lanner does not know fails here, before any file is written."""
+    if config.task is not None:
+        get_task(config.task)
+    if config.track is not None:
+        check_tracker(config.track)
+
+
 def _after_training(s: sessions.Session, evaluate_after: bool):
     return lambda: evaluate(s.run_dir, console=s.console) if evaluate_after else None
 
@@ -54,6 +65,7 @@ def _after_training(s: sessions.Session, evaluate_after: bool):
 # ------------------------------------------------------------------------------------------ train
 def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
     """Train a new run; returns its directory (printed at start and end)."""
+    _check_names(config)
     s = sessions.set_up(config, _console(console), _prepare)
     if s.config.lr == "auto":
         lr_auto.choose_lr(s)
@@ -112,6 +124,7 @@ def lr_find(
     """LR range test on the run's data and model (:mod:`lanner.engine.lr_find`); nothing is kept
     but ``lr_find.csv``, ``lr_find.json`` and ``lr_find.png`` in the (new) run directory."""
     exponential_lrs(start_lr, end_lr, steps)  # bad bounds fail before any data is read
+    _check_names(config)
     s = sessions.set_up(config, _console(console), _prepare, kind="lr-find-")
     for note in s.prepared.notes:
         s.console.print(note)
@@ -139,6 +152,17 @@ def schedule_preview(
     out = Path(out or "schedule.png")
     plot_schedule([seg], config.epochs * steps_per_epoch, steps_per_epoch, out)
     return schedule_table([seg], config.epochs, steps_per_epoch), out
+
+
+def probe(config: TrainConfig, console: Console | None = None, *, report: bool = True) -> Path:
+    """A linear probe of ``config.pretrained``'s features (classification): fitted with scikit-learn,
+    written as a run (checkpoint = backbone + the probe as head) and evaluated on val (and test)."""
+    console = _console(console)
+    run = run_probe(config, console)
+    dataset = read_dataset(config.data, config.format, allow_outside_root=config.allow_outside_root)
+    split = "val,test" if "test" in {r.split for r in dataset.records} else "val"
+    evaluate(run, split=split, console=console, report=report, device=config.device)
+    return run
 
 
 def count_images(data: str, format: str | None = None, allow_outside_root: bool = False) -> int:
@@ -213,6 +237,11 @@ def export(run: str | Path, out: str | Path | None = None, *, check: bool = True
 
 def list_models(task: str = "classify", pattern: str = "*") -> list[str]:
     return models.list_models(task, pattern)
+
+
+def pretrained_tags(name: str) -> tuple[list[str], str | None]:
+    """Pretrained weights that exist for a model, and which one ``--pretrained imagenet`` picks."""
+    return pretrained_weights(name)
 
 
 def demo(

@@ -259,6 +259,23 @@ def train(
     api.train(cfg, console, evaluate_after=not no_eval)
 
 
+@app.command()
+@config_options("probe", TrainConfig)
+def probe(
+    data: Annotated[str, typer.Argument(help="classification dataset (folder or annotation file)")] = "",
+    config: ConfigFileOpt = None,
+    set_: SetOpt = None,
+    no_report: Annotated[bool, Opt("--no-report")] = False,
+    *,
+    given: dict[str, Any],
+) -> None:
+    """Linear probe: pretrained features + logistic regression, written as a run (eval, predict, export)."""
+    cfg = _train_config(config, set_, _with_data(given, data))
+    _require_data(cfg)
+    _errors_go_to(cfg.run)
+    api.probe(cfg, console, report=not no_report)
+
+
 @app.command(name="lr-find")
 @config_options("lr-find", TrainConfig)
 def lr_find(
@@ -450,9 +467,17 @@ def models(
     task: Annotated[str, Opt()] = "classify",
     pattern: Annotated[str, typer.Argument()] = "*",
 ) -> None:
-    """List model names."""
-    for name in api.list_models(task, pattern):
+    """List model names; for one exact name, also the pretrained weights it has."""
+    names = api.list_models(task, pattern)
+    for name in names:
         console.print(name, highlight=False)
+    if names == [pattern]:
+        tags, default = api.pretrained_tags(pattern)
+        console.print(f"pretrained: {', '.join(tags) or 'none'}", highlight=False, soft_wrap=True)
+        if default:
+            console.print(
+                f"--pretrained {'coco' if default == 'coco' else 'imagenet'} picks {default}", highlight=False
+            )
 
 
 @app.command()

@@ -24,11 +24,11 @@ from pydantic_core import PydanticUndefined
 from lanner.errors import ConfigError
 
 # ------------------------------------------------------------------------------- option declarations
-TRAINING = ("train", "lr-find")  # settings of the data and model: the LR range test uses them too
+TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
 IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict")
 INFERENCE = ("eval", "predict")
 # Commands that read an annotation file naming other files (eval declares its own, in InferenceOptions).
-DATASET_READERS = ("train", "lr-find", "check", "convert", "schedule")
+DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule")
 
 
 def option(
@@ -217,14 +217,18 @@ class TrainConfig(BaseModel):
 
     # Each command's DATA argument, not an option.
     data: str = option("", help="dataset folder or annotation file (any supported format)", commands=())
-    task: Literal["classify", "detect"] | None = option(help="inferred from the data")
+    # Task and tracker names are the plug-ins' (tasks/, engine/tracking.py); lanner.api checks them.
+    task: str | None = option(help="classify or detect (inferred from the data)")
     format: str | None = option(help="dataset format (auto-detected)", commands=(*TRAINING, "schedule"))
     run: str | None = option(
         help="run directory (default runs/<task>-<time>; lr-find: runs/lr-find-<task>-<time>)"
     )
 
     model: str | None = option(help="model name (any timm model for classification)")
-    pretrained: str | None = option(help="local weights file or a lanner run to start from")
+    pretrained: str | None = option(
+        help="weights to start from: imagenet, coco (torchvision detectors), a timm tag "
+        "(resnet50.a1_in1k), a weights file or a lanner run"
+    )
     image_size: int | None = option(help="input size in pixels", gt=0)
     batch_size: int | None = option(help="images per step", commands=(*TRAINING, "schedule"), gt=0)
     epochs: int = option(
@@ -248,7 +252,11 @@ class TrainConfig(BaseModel):
     hflip: bool = option(
         True, help="random horizontal flips (off for data where left and right differ: digits, text)"
     )
-    balance: Literal["none", "oversample", "weighted"] = option("none", help="imbalanced classes")
+    balance: Literal["auto", "none", "oversample", "weighted", "logit_adjust"] = option(
+        "auto",
+        help="imbalanced classes: auto (logit adjustment when the largest class is over 3x the "
+        "smallest), none, oversample, weighted (loss), logit_adjust",
+    )
     classes: list[str] | None = option(help="keep only these classes, comma-separated")
     rename: dict[str, str] = option(
         default_factory=dict, help="OLD=NEW class rename (repeatable; merges when equal)"
@@ -256,7 +264,21 @@ class TrainConfig(BaseModel):
     val_fraction: float = option(
         0.2, help="share of each class drawn for validation when the data has no val split", gt=0, lt=1
     )
-    freeze_epochs: int = option(0, help="train only the head for N epochs first", commands=("train",), ge=0)
+    freeze_epochs: int = option(
+        0,
+        help="train only the head for N epochs first (same as --freeze backbone:N)",
+        commands=("train",),
+        ge=0,
+    )
+    freeze: str | None = option(
+        help="freeze backbone (whole run), backbone:N (N epochs), stages:K (stem + K stages), "
+        "fpn, rpn; comma-separated",
+        commands=("train",),
+        pattern=r"^\s*(backbone|fpn|rpn|stages)(:\d+)?\s*(,\s*(backbone|fpn|rpn|stages)(:\d+)?\s*)*$",
+    )
+    backbone_lr: float | None = option(
+        help="the backbone's LR as a fraction of --lr (e.g. 0.1)", commands=("train",), gt=0
+    )
 
     patience: int | None = option(
         help="early stopping: epochs without improvement of --monitor", commands=("train", "resume"), ge=0
@@ -279,9 +301,7 @@ class TrainConfig(BaseModel):
         help="read images an annotation file places outside its dataset folder (only for files you trust)",
         commands=DATASET_READERS,
     )
-    track: Literal["mlflow"] | None = option(
-        help="mirror the run into an experiment tracker", commands=("train",)
-    )
+    track: str | None = option(help="mirror the run into an experiment tracker: mlflow", commands=("train",))
     tracking_uri: str | None = option(
         help="tracking server (default: MLFLOW_TRACKING_URI, else MLflow's own)", commands=("train",)
     )

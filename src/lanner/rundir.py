@@ -49,6 +49,7 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     export = property(lambda self: self.path / "export")
     tracking = property(lambda self: self.path / "tracking.json")
+    pretrained = property(lambda self: self.path / "pretrained.json")  # what --pretrained loaded
     lr_find_csv = property(lambda self: self.path / "lr_find.csv")
     lr_find_json = property(lambda self: self.path / "lr_find.json")
     lr_find_plot = property(lambda self: self.path / "lr_find.png")

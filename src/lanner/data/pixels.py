@@ -22,10 +22,12 @@ class Preprocessing:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    crop_pct: float = CROP_PCT  # pretrained weights say theirs (timm's pretrained cfg)
+    interpolation: str = "bilinear"  # recorded for exporters; the cache resizes bilinearly
 
     @property
     def cache_size(self) -> int:
-        return int(math.floor(self.image_size / CROP_PCT))
+        return int(math.floor(self.image_size / self.crop_pct))
 
     def to_dict(self) -> dict:
         return {
@@ -33,12 +35,14 @@ class Preprocessing:
             "cache_size": self.cache_size,
             "mean": list(self.mean),
             "std": list(self.std),
-            "crop_pct": CROP_PCT,
+            "crop_pct": self.crop_pct,
+            "interpolation": self.interpolation,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
-        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]))
+        extra = {k: d[k] for k in ("crop_pct", "interpolation") if k in d}
+        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), **extra)
 
 
 def to_float(images_u8: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -173,5 +173,5 @@ def check_supported(config, dist: Distributed) -> None:
         return
     if config.time:
         raise ConfigError("--time is not supported with several processes yet: give --epochs")
-    if config.freeze_epochs:
-        raise ConfigError("--freeze-epochs is not supported with several processes yet")
+    if config.freeze_epochs or config.freeze:
+        raise ConfigError("--freeze / --freeze-epochs are not supported with several processes yet")

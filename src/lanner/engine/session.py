@@ -27,9 +27,10 @@ from lanner.engine.runlock import RunLock, refuse_if_in_use
 from lanner.engine.schedules import plot_schedule
 from lanner.engine.setup import hardware_info, new_run_dir
 from lanner.engine.tracking import make_tracker
-from lanner.engine.trainer import Trainer, TrainState
+from lanner.engine.trainer import RunContext, Trainer, TrainSettings, TrainState
 from lanner.errors import Interrupted
 from lanner.models.devices import choose_device, choose_precision
+from lanner.models.weights import parse_freeze
 from lanner.rundir import RunDir
 
 current_run_dir: Path | None = None  # the run this process is making, once made (for the crash log)
@@ -216,21 +217,17 @@ def fit(s: Session, optimizer, state: TrainState, callbacks: Callback, after: Ca
 
 def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback) -> Trainer:
     config, prepared = s.config, s.prepared
-    return Trainer(
-        task=prepared.task,
-        model=distributed.wrap(prepared.model, s.dist, s.device),
-        optimizer=optimizer,
-        state=state,
-        run_dir=s.run_dir,
-        device=s.device,
-        precision=s.precision,
-        console=s.console,
-        extra_checkpoint={"config": config.model_dump(mode="json"), "model_name": prepared.model_name},
+    context = RunContext(s.run_dir, s.device, s.precision, s.console, s.dist)
+    settings = TrainSettings(
+        identity={"config": config.model_dump(mode="json"), "model_name": prepared.model_name},
         time_budget_s=parse_duration(config.time) if config.time else None,
-        freeze_epochs=config.freeze_epochs,
-        dist=s.dist,
-        callbacks=callbacks,
+        freeze=parse_freeze(config.freeze, config.freeze_epochs),
     )
+    model = distributed.wrap(prepared.model, s.dist, s.device)
+    return Trainer(
+        task=prepared.task, model=model, optimizer=optimizer, state=state, context=context,
+        settings=settings, callbacks=callbacks,
+    )  # fmt: skip
 
 
 def _finish(s: Session, state: TrainState, callbacks: Callback, after: Callable[[], None]) -> None:

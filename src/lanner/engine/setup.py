@@ -15,6 +15,7 @@ import lanner
 from lanner.config import TrainConfig
 from lanner.engine.schedules import Segment
 from lanner.errors import ConfigError, WriteError
+from lanner.models.weights import backbone_parameters
 from lanner.rundir import RunDir
 
 DEFAULT_LR = {"adamw": 1e-3, "adam": 1e-3, "sgd": 0.05}
@@ -57,16 +58,24 @@ def _make_folder(path: Path) -> None:
         raise WriteError(f"{path}: cannot make the run directory ({e.strerror or e})") from e
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation weights (1-d tensors), as is standard."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, backbone_lr: float | None = None) -> list[dict]:
+    """No weight decay on biases and normalisation weights (1-d tensors), as is standard; with
+    ``backbone_lr`` the backbone's groups carry ``lr_scale`` (the trainer multiplies the LR by it)."""
+    backbone = {id(p) for p in backbone_parameters(model)} if backbone_lr is not None else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups.setdefault((id(p) in backbone, p.ndim > 1), []).append(p)
+    out = []
+    for (in_backbone, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if in_backbone:
+            group["lr_scale"] = backbone_lr
+        out.append(group)
+    return out
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, config.weight_decay)
+    groups = param_groups(model, config.weight_decay, config.backbone_lr)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
     if config.optimizer == "adam":

@@ -172,10 +172,14 @@ class MLflowTracker(Callback):
                 self._warned = True
 
 
+def check_tracker(kind: str) -> None:
+    if kind not in _TRACKERS:
+        raise ConfigError(f"--track {kind!r}: lanner knows {', '.join(tracker_names())}")
+
+
 def make_tracker(kind: str | None, run_dir: Path, uri: str | None, experiment: str, console: Console):
     """The tracker registered as ``kind`` (None: no tracking); it checks its server before training."""
     if kind is None:
         return None
-    if kind not in _TRACKERS:
-        raise ConfigError(f"--track {kind!r}: lanner knows {', '.join(tracker_names())}")
+    check_tracker(kind)
     return _TRACKERS[kind](run_dir, uri, experiment, console)

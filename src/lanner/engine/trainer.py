@@ -35,7 +35,7 @@ from lanner.engine.plots import plot_curves
 from lanner.engine.schedules import Segment, lr_at
 from lanner.errors import Interrupted
 from lanner.models.devices import autocast_for
-from lanner.models.weights import set_backbone_trainable
+from lanner.models.weights import FreezePlan, apply_freeze, keep_frozen_norms
 from lanner.rundir import CheckpointMeta, RunDir
 
 
@@ -129,6 +129,27 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+@dataclass
+class RunContext:
+    """Where a run trains and who hears of it: its directory, device, precision, console, processes."""
+
+    run_dir: Path
+    device: torch.device
+    precision: str = "32"
+    console: Console = field(default_factory=Console)
+    dist: distributed.Distributed = distributed.SINGLE
+
+
+@dataclass
+class TrainSettings:
+    """How this stretch of training runs beyond the schedule: the checkpoint's identity (model name,
+    config), a wall-clock budget, and what is frozen (``--freeze``) for how many first epochs."""
+
+    identity: dict
+    time_budget_s: float | None = None
+    freeze: FreezePlan | None = None
+
+
 class Trainer:
     def __init__(
         self,
@@ -137,26 +158,21 @@ class Trainer:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         state: TrainState,
-        run_dir: Path,
-        device: torch.device,
-        precision: str,
-        extra_checkpoint: dict,
-        console: Console | None = None,
-        time_budget_s: float | None = None,
-        freeze_epochs: int = 0,
-        dist: distributed.Distributed = distributed.SINGLE,
+        context: RunContext,
+        settings: TrainSettings,
         callbacks: Callback | None = None,
     ) -> None:
-        """``model`` may be DDP-wrapped (``dist`` enabled); ``task`` then hands out this process's share."""
+        """``model`` may be DDP-wrapped (``context.dist`` enabled); ``task`` then hands out this
+        process's share."""
         self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
         self.raw_model = distributed.unwrap(model)  # what is validated and saved
-        self.dist = dist
+        self.dist, self.console = context.dist, context.console
         self.callbacks = callbacks or Callback()  # told of every epoch on process 0
-        self.run, self.device, self.precision = RunDir(run_dir), device, precision
-        self.extra_checkpoint = extra_checkpoint
-        self.console = console or Console()
-        self.time_budget_s = time_budget_s
-        self.freeze_epochs = freeze_epochs
+        self.run, self.device, self.precision = RunDir(context.run_dir), context.device, context.precision
+        self.extra_checkpoint = settings.identity
+        self.time_budget_s = settings.time_budget_s
+        self.freeze, self._freeze_told = settings.freeze, False
+        device, precision = self.device, self.precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
         self.steps_per_epoch = task.steps_per_epoch()
 
@@ -181,6 +197,7 @@ class Trainer:
     def _train_epoch(self, stop: _StopFlag) -> float:
         st, model = self.state, self.model
         model.train()
+        keep_frozen_norms(self.raw_model)  # frozen BatchNorm keeps its running statistics
         start, seen, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
         epoch_start_step = st.step_in_epoch
         with self._progress(st.epoch + 1) as (progress, bar):
@@ -345,11 +362,15 @@ class Trainer:
             )
 
     def _set_freeze(self, epoch: int) -> None:
-        if self.freeze_epochs <= 0:
+        plan = self.freeze
+        if plan is None:
             return
-        set_backbone_trainable(self.raw_model, trainable=epoch >= self.freeze_epochs)
-        if epoch == self.freeze_epochs:
+        count = apply_freeze(self.raw_model, plan, frozen=plan.active(epoch))
+        if epoch == plan.epochs:
             self.console.print(f"epoch {epoch + 1}: backbone unfrozen, training all layers")
+        elif not self._freeze_told:
+            self.console.print(f"{plan.describe()} ({count} tensors)")
+        self._freeze_told = True
 
     def _autocast(self):
         return autocast_for(self.device, self.precision)

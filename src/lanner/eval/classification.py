@@ -85,6 +85,9 @@ def format_report(metrics: dict) -> str:
         )
     if "top5_accuracy" in metrics:
         lines.append(f"{'top-5 accuracy':>{width}} {metrics['top5_accuracy']:9.4f}")
+    worst = min(metrics["per_class"].items(), key=lambda kv: kv[1]["recall"], default=None)
+    if worst is not None:  # what accuracy hides on imbalanced data
+        lines.append(f"{'worst recall':>{width}} {worst[1]['recall']:9.4f} ({worst[0]})")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,9 @@ model's own transform is set to a no-op resize and only normalises.
 Architectures whose class 0 means background (Faster R-CNN, SSD) get ``label_offset = 1``: the
 task adds it to targets and subtracts it from outputs, so lanner's labels are always 0..C-1.
 
-Weights always start random (``weights=None, weights_backbone=None``): nothing is downloaded.
+Weights always start random (``weights=None, weights_backbone=None``); ``--pretrained`` loads
+ImageNet weights into a timm backbone (``TimmFPN.timm_name``) or torchvision's COCO weights into a
+torchvision detector (``model.torchvision_builder``) afterwards, see :mod:`lanner.models.transfer`.
 The ``fcos_<backbone>`` family is lanner's compact one-stage detector: a timm ``features_only``
 backbone (strides 8, 16, 32), a narrow FPN and a 2-conv GroupNorm FCOS head. GroupNorm in the head
 because the head's statistics are pooled over few images per batch on a CPU; the backbone keeps
@@ -40,6 +42,7 @@ from lanner.models.registry import register_model
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FCOS_STRIDES = (8, 16, 32)
+FEATURE_INDICES = (2, 3, 4)  # timm feature levels at strides 8, 16, 32
 
 
 class TimmFPN(nn.Module):
@@ -49,7 +52,9 @@ class TimmFPN(nn.Module):
         super().__init__()
         import timm
 
-        self.body = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(2, 3, 4))
+        self.timm_name = backbone  # whose ImageNet weights fit (lanner.models.transfer)
+        self.timm_kwargs = {"features_only": True, "out_indices": FEATURE_INDICES}
+        self.body = timm.create_model(backbone, pretrained=False, **self.timm_kwargs)
         reductions = self.body.feature_info.reduction()
         if tuple(reductions) != FCOS_STRIDES:
             raise ValueError(f"{backbone}: feature strides {reductions}, need {FCOS_STRIDES}")
@@ -119,6 +124,7 @@ def _torchvision(
         kwargs.update(min_size=image_size, max_size=image_size)
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes + background, **kwargs)
     model.label_offset = int(background)
+    model.torchvision_builder = builder_name  # whose COCO weights fit (lanner.models.pretrained)
     return _no_resize(model, image_size)
 
 
@@ -146,6 +152,17 @@ register_model("detect", "retinanet_resnet50_fpn")(
     partial(
         _torchvision, "retinanet_resnet50_fpn", background=False, score_thresh=0.01, detections_per_img=100
     )
+)
+register_model("detect", "retinanet_resnet50_fpn_v2")(
+    partial(
+        _torchvision, "retinanet_resnet50_fpn_v2", background=False, score_thresh=0.01, detections_per_img=100
+    )
+)
+register_model("detect", "fcos_resnet50_fpn")(
+    partial(_torchvision, "fcos_resnet50_fpn", background=False, score_thresh=0.01, detections_per_img=100)
+)
+register_model("detect", "fasterrcnn_resnet50_fpn_v2")(
+    partial(_torchvision, "fasterrcnn_resnet50_fpn_v2", background=True, box_score_thresh=0.01)
 )
 register_model("detect", "fasterrcnn_mobilenet_v3_large_fpn")(
     partial(_torchvision, "fasterrcnn_mobilenet_v3_large_fpn", background=True, box_score_thresh=0.01)

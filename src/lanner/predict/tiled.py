@@ -19,13 +19,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from lanner.data.tiling import decode_upright, tile_windows
 from lanner.errors import DataError
@@ -237,18 +238,54 @@ def _merged(job: _ImageJob, method: MergeMethod, threshold: float, metric: Metri
     return job.path, boxes, scores, labels
 
 
+CPU_TILE_BATCH = 4
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a run cuts images: stored in the checkpoint so eval/predict tile the same way by default."""
+
+    tile: int
+    overlap: float
+    # nms, nmm (greedy non-maximum merging) or wbf (weighted box fusion). NMS by default: mAP is
+    # computed down to score 0.001, where NMM chains low-score boxes into huge ones (measured in
+    # benchmarks/tiled_vs_sahi.py: mAP@.5 0.27 with NMS vs 0.001 with NMM at score >= 0.01).
+    merge: str = "nms"
+    merge_threshold: float = 0.5
+    metric: str = "ios"  # overlap measure for merging: iou or ios (intersection over the smaller box)
+    # Tiles per model call: a property of the device, not of the run (None: see for_device).
+    batch_size: int | None = None
+    full_image_pass: bool = False  # also run the whole image downscaled, for objects larger than a tile
+    full_image_size: int | None = None  # that pass's longer side (default: the tile size)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Tiling | None:
+        # A saved batch size (older runs) described the training machine, not this one: dropped.
+        return cls(**{k: v for k, v in d.items() if k != "batch_size"}) if d else None
+
+    def for_device(self, model: nn.Module, device: torch.device) -> Tiling:
+        """This tiling with its batch size set for ``device`` (kept when given)."""
+        if self.batch_size is not None:
+            return self
+        return replace(self, batch_size=tile_batch_size(model, self.tile, device))
+
+
+def tile_batch_size(model: nn.Module, tile: int, device: torch.device) -> int:
+    """Tiles per model call: 4 on a CPU, where batches beyond 4 gain nothing (benchmarks/tiled_vs_sahi.py);
+    on a GPU the fastest per tile of 8..64, timed once on random tiles."""
+    if device.type != "cuda":
+        return CPU_TILE_BATCH
+    return choose_batch_size(model, tile, device, candidates=(8, 16, 32, 64))
+
+
 def predict_tiled(
     model: torch.nn.Module,
     images: Iterable[str | Path],
+    tiling: Tiling,
     *,
-    tile: int = 1024,
-    overlap: int | float = 0.2,
-    batch_size: int = 4,
-    merge: MergeMethod = "nmm",
-    merge_threshold: float = 0.5,
-    metric: Metric = "ios",
-    full_image_pass: bool = False,
-    full_image_size: int | None = None,
     device: str | torch.device = "cpu",
     score_threshold: float = 0.0,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -256,6 +293,7 @@ def predict_tiled(
 ) -> Iterator[Prediction]:
     """Detect objects on images of any size, yielding ``(image, boxes, scores, labels)`` per image.
 
+    ``tiling`` says how: tile size, overlap, tiles per batch (None: 4), merging, the full-image pass.
     Boxes are float32 [K, 4] xyxy in pixels of the full upright image, in input order. Tiles of
     consecutive images share batches of exactly ``batch_size`` (except the last), so results do not
     depend on how the stream is cut. ``full_image_pass`` adds one input per multi-tile image: the
@@ -271,16 +309,18 @@ def predict_tiled(
     An image that cannot be read raises :class:`DataError`, unless ``on_error(image, error)`` is
     given: then it is reported there (from the decoding thread) and skipped, and the stream goes on.
     """
+    batch_size = CPU_TILE_BATCH if tiling.batch_size is None else tiling.batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = torch.device(device)
     model.eval()
-    full_size = (full_image_size or tile) if full_image_pass else None
+    merging = (tiling.merge, tiling.merge_threshold, tiling.metric)
+    full_size = (tiling.full_image_size or tiling.tile) if tiling.full_image_pass else None
     in_flight: deque[_ImageJob] = deque()  # images whose pieces are not all through the model yet
     batch: list[_Piece] = []
     # The raised floor holds while this generator is suspended too; it is restored when it ends.
     with score_floor(model, score_threshold):
-        pieces = _pieces(images, tile, overlap, full_size, on_error)
+        pieces = _pieces(images, tiling.tile, tiling.overlap, full_size, on_error)
         for piece in prefetch(pieces, depth=2 * batch_size):
             if not in_flight or in_flight[-1] is not piece.job:
                 in_flight.append(piece.job)
@@ -289,11 +329,11 @@ def predict_tiled(
                 _run_batch(model, batch, device, transform, score_threshold)
                 batch = []
                 while in_flight and in_flight[0].finished:
-                    yield _merged(in_flight.popleft(), merge, merge_threshold, metric)
+                    yield _merged(in_flight.popleft(), *merging)
         if batch:
             _run_batch(model, batch, device, transform, score_threshold)
     while in_flight:
-        yield _merged(in_flight.popleft(), merge, merge_threshold, metric)
+        yield _merged(in_flight.popleft(), *merging)
 
 
 def _synchronize(device: torch.device) -> None:

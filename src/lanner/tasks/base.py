@@ -21,6 +21,27 @@ from lanner.errors import ConfigError
 from lanner.rundir import CheckpointMeta, RunDir
 
 
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a task's training batches are drawn and scored: batch size, augmentation, class balance,
+    loss smoothing, and the seed every epoch's order and every batch's augmentation derive from."""
+
+    batch_size: int
+    augment: str = "default"
+    hflip: bool = True
+    balance: str = "auto"  # classification: auto, none, oversample, weighted, logit_adjust
+    label_smoothing: float = 0.0
+    min_visibility: float = 0.5  # detection: a box less visible than this after a crop is dropped
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
+        return cls(
+            batch_size, config.augment, config.hflip, config.balance, config.label_smoothing,
+            config.min_visibility, config.seed,
+        )  # fmt: skip
+
+
 @dataclass
 class Prepared:
     """A task's training side ready for the trainer, with its model and the notes to print."""

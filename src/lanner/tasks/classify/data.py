@@ -15,6 +15,7 @@ from lanner.data.cache import build_cache, default_cache_dir
 from lanner.data.pixels import Preprocessing
 from lanner.data.records import Dataset, Issue
 from lanner.errors import DataError
+from lanner.tasks.base import TrainRecipe
 from lanner.tasks.classify.training import ClassificationTask
 
 
@@ -64,11 +65,6 @@ def build_classification_task(
         val_idx=val_idx,
         classes=dataset.classes,
         prep=prep,
-        batch_size=batch_size,
-        augment=config.augment,
-        hflip=config.hflip,
-        balance=config.balance,
-        label_smoothing=config.label_smoothing,
-        seed=config.seed,
+        recipe=TrainRecipe.from_config(config, batch_size),
         device=device,
     )

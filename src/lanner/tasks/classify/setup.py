@@ -15,11 +15,13 @@ from lanner.data.records import Dataset
 from lanner.data.split import split_for_run
 from lanner.engine.setup import default_workers
 from lanner.models.classifiers import build_classifier
-from lanner.models.weights import load_pretrained
+from lanner.models.transfer import Classes
 from lanner.rundir import RunDir
 from lanner.tasks.base import Prepared
 from lanner.tasks.classify.data import build_classification_task, cache_records
+from lanner.tasks.classify.training import imbalance_ratio
 from lanner.tasks.data_rules import require_trainable
+from lanner.tasks.pretrained import start_from, weights_data_cfg, weights_source
 
 DEFAULT_BATCH = 32
 # (model, image size) by device type: small and fast on a CPU, stronger on a GPU.
@@ -47,7 +49,8 @@ def prepare_classification(
     made = split_for_run(dataset, run.split, config.val_fraction, config.seed, fresh)
     name, size = _model_choice(config, device)
     model, mean, std = build_classifier(name, len(dataset.classes))
-    prep = Preprocessing(size, mean, std)
+    source = weights_source(config, model, fresh)
+    prep = preprocessing_for(Preprocessing(size, mean, std), weights_data_cfg(source, run), config.image_size)
     cached = cache_records(
         dataset, prep.cache_size, config.cache_dir, config.workers or default_workers(), console
     )
@@ -55,11 +58,27 @@ def prepare_classification(
         write_json(run.data_check, summarise(dataset, cached.issues))
     batch = config.batch_size or DEFAULT_BATCH
     task = build_classification_task(config, dataset, cached, prep, batch, device)
-    notes = _describe(config, dataset, task, made, name, size, device)
-    if fresh and config.pretrained:
-        fresh_layers = load_pretrained(model, config.pretrained)
-        notes.append(f"weights from {config.pretrained}; new layers: {', '.join(fresh_layers) or 'none'}")
-    return Prepared(task, model.to(device), name, batch, notes)
+    notes = _describe(config, dataset, task, made, name, prep.image_size, device)
+    if source is not None:
+        start_from(source, model, Classes(list(dataset.classes), dict(config.rename)), run, console)
+    if task.balance != config.balance:  # balance: auto made a choice; say which and why
+        ratio = imbalance_ratio(task.class_counts)
+        notes.append(f"classes imbalanced {ratio:.1f}:1 (largest/smallest) -> balance {task.balance}")
+    # Channels-last: convolutions on CPUs (oneDNN) and GPUs (cuDNN) run faster in NHWC; batches match.
+    return Prepared(task, model.to(device, memory_format=torch.channels_last), name, batch, notes)
+
+
+def preprocessing_for(default: Preprocessing, weights: dict, image_size: int | None) -> Preprocessing:
+    """The pretrained weights' mean, std, crop and resize (and input size unless --image-size says)."""
+    if not weights:
+        return default
+    return Preprocessing(
+        image_size or weights["input_size"],
+        tuple(weights["mean"]),
+        tuple(weights["std"]),
+        weights["crop_pct"],
+        weights["interpolation"],
+    )
 
 
 def _model_choice(config: TrainConfig, device: torch.device) -> tuple[str, int]:

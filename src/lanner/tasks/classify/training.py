@@ -12,10 +12,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_f1_score, multiclass_recall
 from torchvision.ops import roi_align
 
 from lanner.data.pixels import Preprocessing, batch_generator, centre_crop, eval_batch, normalise, to_float
 from lanner.engine.distributed import shard_batches
+from lanner.tasks.base import TrainRecipe
 
 AUGMENT_PRESETS = {
     # scale range of the random resized crop (fraction of the cached square), colour jitter strength
@@ -82,6 +84,30 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+IMBALANCE_RATIO = 3.0  # largest / smallest class above which ``balance: auto`` acts
+
+
+def imbalance_ratio(counts: np.ndarray) -> float:
+    present = counts[counts > 0]
+    return float(present.max() / present.min()) if len(present) else 1.0
+
+
+def resolve_balance(balance: str, counts: np.ndarray) -> str:
+    """``auto``: logit adjustment when the training classes are imbalanced beyond IMBALANCE_RATIO."""
+    if balance != "auto":
+        return balance
+    return "logit_adjust" if imbalance_ratio(counts) > IMBALANCE_RATIO else "none"
+
+
+def balanced_metrics(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Macro-F1 and the worst class's recall over the classes present in ``target``: what accuracy hides
+    on imbalanced data (a minority class never predicted still leaves accuracy high)."""
+    present = torch.bincount(target, minlength=num_classes) > 0
+    f1 = multiclass_f1_score(pred, target, num_classes, average="none")[present]
+    recall = multiclass_recall(pred, target, num_classes, average="none")[present]
+    return {"val_macro_f1": f1.mean().item(), "val_min_recall": recall.min().item()}
+
+
 class ClassificationTask:
     """Supplies the trainer with batches, loss and validation metrics for image classification."""
 
@@ -96,27 +122,29 @@ class ClassificationTask:
         val_idx: np.ndarray,
         classes: list[str],
         prep: Preprocessing,
-        batch_size: int,
-        augment: str = "default",
-        hflip: bool = True,
-        balance: str = "none",
-        label_smoothing: float = 0.0,
-        seed: int = 0,
+        recipe: TrainRecipe,
         device: torch.device | None = None,
     ) -> None:
+        batch_size, balance, label_smoothing = recipe.batch_size, recipe.balance, recipe.label_smoothing
+        augment, hflip, seed = recipe.augment, recipe.hflip, recipe.seed
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
         self.classes, self.prep, self.batch_size = classes, prep, batch_size
-        self.augment, self.hflip, self.balance, self.seed = augment, hflip, balance, seed
         self.device = device or torch.device("cpu")
         counts = np.bincount(labels[self.train_idx], minlength=len(classes)).astype(np.float64)
         self.class_counts = counts
+        self.augment, self.hflip, self.seed = augment, hflip, seed
+        self.balance = resolve_balance(balance, counts)
         weight = None
-        if balance == "weighted":
+        if self.balance == "weighted":
             weight = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing).to(
             self.device
         )
+        # Logit adjustment (Menon et al. 2021): train on logits + log(prior) so that the model's own
+        # logits come out balanced; nothing changes at prediction time.
+        prior = np.maximum(counts, 1) / max(counts.sum(), 1)
+        self.logit_shift = torch.tensor(np.log(prior), dtype=torch.float32, device=self.device)
 
     @property
     def num_train_images(self) -> int:
@@ -145,11 +173,14 @@ class ClassificationTask:
             sorted_idx = np.sort(order[start:stop])  # sequential reads from the memmap
             g = batch_generator(self.seed, epoch, b)
             x = augment_batch(self.images[sorted_idx], self.prep, self.augment, self.hflip, g, self.device)
-            yield x, self.labels[sorted_idx].to(self.device)
+            yield x.contiguous(memory_format=torch.channels_last), self.labels[sorted_idx].to(self.device)
 
     def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
         x, y = batch
-        return self.loss_fn(model(x), y), len(y)
+        logits = model(x)
+        if self.balance == "logit_adjust":
+            logits = logits + self.logit_shift
+        return self.loss_fn(logits, y), len(y)
 
     def predict_logits(self, model, idx: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
         """Logits [len(idx), C] for cached images, in the order of ``idx``."""
@@ -157,7 +188,8 @@ class ClassificationTask:
         out = []
         for start in range(0, len(idx), bs):
             chunk = idx[start : start + bs]
-            out.append(model(eval_batch(self.images[chunk], self.prep, self.device)).float().cpu())
+            x = eval_batch(self.images[chunk], self.prep, self.device)
+            out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
     def validate(self, model) -> dict[str, float]:
@@ -172,7 +204,7 @@ class ClassificationTask:
         if len(self.classes) >= 5:
             top5 = logits.topk(5, dim=1).indices
             metrics["val_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
-        return metrics
+        return {**metrics, **balanced_metrics(logits.argmax(1), y, len(self.classes))}
 
     def meta(self) -> dict:
         return {"task": "classify", "classes": list(self.classes), "preprocessing": self.prep.to_dict()}

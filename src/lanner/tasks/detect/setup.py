@@ -27,12 +27,13 @@ from lanner.data.split import split_for_run
 from lanner.engine.setup import default_workers
 from lanner.errors import DataError
 from lanner.models.registry import create_model
-from lanner.models.weights import load_pretrained
+from lanner.models.transfer import Classes
 from lanner.rundir import CheckpointMeta, RunDir
-from lanner.tasks.base import Prepared
+from lanner.tasks.base import Prepared, TrainRecipe
 from lanner.tasks.data_rules import require_trainable
 from lanner.tasks.detect.tiled import build_tiled_task
 from lanner.tasks.detect.training import DetectionTask
+from lanner.tasks.pretrained import start_from, weights_source
 
 DEFAULT_BATCH = {"cpu": 8, "cuda": 16}
 # (model, image size) by device type: FCOS on a ResNet-18 trains at a few images/s on 2 CPU cores.
@@ -114,15 +115,12 @@ def prepare_detection(
     name = config.model or default_name
     size = config.image_size or config.tile or default_size
     model = build_detector(name, len(dataset.classes), size)
+    source = weights_source(config, model, fresh)  # checked before the images are decoded
     batch = config.batch_size or DEFAULT_BATCH["cuda" if device.type == "cuda" else "cpu"]
     task_kwargs = dict(
-        batch_size=batch,
-        augment=config.augment,
-        hflip=config.hflip,
-        min_visibility=config.min_visibility,
+        recipe=TrainRecipe.from_config(config, batch),
         score_threshold=config.score_threshold,
         label_offset=getattr(model, "label_offset", 0),
-        seed=config.seed,
         device=device,
     )
     if config.tile:
@@ -144,7 +142,7 @@ def prepare_detection(
     if len(train_idx) == 0:
         raise DataError(f"{config.data}: no readable training images")
     notes = describe_choices(config, dataset, train_idx, len(val_idx), made, name, size, device)
-    if fresh and config.pretrained:
-        fresh_layers = load_pretrained(model, config.pretrained)
-        notes.append(f"weights from {config.pretrained}; new layers: {len(fresh_layers)}")
+    if source is not None:
+        classes = Classes(list(dataset.classes), dict(config.rename), getattr(model, "label_offset", 0))
+        start_from(source, model, classes, run, console)
     return Prepared(task, model.to(device), name, batch, notes)

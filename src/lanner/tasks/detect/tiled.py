@@ -10,7 +10,6 @@ score boxes in full-image pixels against the original annotations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,49 +23,8 @@ from lanner.data.records import Dataset, ImageRecord, Issue
 from lanner.data.tiling import TileIndex, decode_upright, make_tiles
 from lanner.errors import ConfigError, DataError
 from lanner.eval.detection import evaluate_detections
-from lanner.predict.tiled import choose_batch_size, predict_tiled
+from lanner.predict.tiled import Tiling, predict_tiled
 from lanner.tasks.detect.training import DetectionTask, nan_if_none
-
-CPU_TILE_BATCH = 4
-
-
-@dataclass(frozen=True)
-class Tiling:
-    """How a run cuts images: stored in the checkpoint so eval/predict tile the same way by default."""
-
-    tile: int
-    overlap: float
-    # nms, nmm (greedy non-maximum merging) or wbf (weighted box fusion). NMS by default: mAP is
-    # computed down to score 0.001, where NMM chains low-score boxes into huge ones (measured in
-    # benchmarks/tiled_vs_sahi.py: mAP@.5 0.27 with NMS vs 0.001 with NMM at score >= 0.01).
-    merge: str = "nms"
-    merge_threshold: float = 0.5
-    metric: str = "ios"  # overlap measure for merging: iou or ios (intersection over the smaller box)
-    # Tiles per model call: a property of the device, not of the run (None: see for_device).
-    batch_size: int | None = None
-    full_image_pass: bool = False  # also run the whole image downscaled, for objects larger than a tile
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> Tiling | None:
-        # A saved batch size (older runs) described the training machine, not this one: dropped.
-        return cls(**{k: v for k, v in d.items() if k != "batch_size"}) if d else None
-
-    def for_device(self, model: nn.Module, device: torch.device) -> Tiling:
-        """This tiling with its batch size set for ``device`` (kept when given)."""
-        if self.batch_size is not None:
-            return self
-        return replace(self, batch_size=tile_batch_size(model, self.tile, device))
-
-
-def tile_batch_size(model: nn.Module, tile: int, device: torch.device) -> int:
-    """Tiles per model call: 4 on a CPU, where batches beyond 4 gain nothing (benchmarks/tiled_vs_sahi.py);
-    on a GPU the fastest per tile of 8..64, timed once on random tiles."""
-    if device.type != "cuda":
-        return CPU_TILE_BATCH
-    return choose_batch_size(model, tile, device, candidates=(8, 16, 32, 64))
 
 
 def resolve_tiling(saved: dict | None, tile: int | None = None, **overrides) -> Tiling | None:
@@ -148,14 +106,9 @@ def detect_stream(
     was_training = model.training
     model.eval()
     try:
-        # Tiling's fields are predict_tiled's keyword arguments, by design.
+        tiling = tiling.for_device(model, device)
         stream = predict_tiled(
-            model,
-            paths,
-            **tiling.for_device(model, device).to_dict(),
-            device=device,
-            score_threshold=score_threshold,
-            on_error=on_error,
+            model, paths, tiling, device=device, score_threshold=score_threshold, on_error=on_error
         )
         for path, boxes, scores, labels in stream:
             yield path, Detections(boxes.astype(np.float64), scores.astype(np.float64), labels - offset)

@@ -26,6 +26,7 @@ from lanner.data.pixels import batch_generator, to_float
 from lanner.data.records import Dataset
 from lanner.engine.distributed import shard_batches
 from lanner.eval.detection import evaluate_detections
+from lanner.tasks.base import TrainRecipe
 
 EVAL_BATCH = 16
 
@@ -94,20 +95,16 @@ class DetectionTask:
         dataset: Dataset,
         train_idx: np.ndarray,
         val_idx: np.ndarray,
-        batch_size: int,
-        augment: str = "default",
-        hflip: bool = True,
-        min_visibility: float = 0.5,
+        recipe: TrainRecipe,
         score_threshold: float = 0.25,
         label_offset: int = 0,
-        seed: int = 0,
         device: torch.device | None = None,
     ) -> None:
         self.cache, self.dataset = cache, dataset
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
-        self.batch_size, self.augment, self.hflip = batch_size, augment, hflip
-        self.min_visibility, self.score_threshold = min_visibility, score_threshold
-        self.label_offset, self.seed = label_offset, seed
+        self.batch_size, self.augment, self.hflip = recipe.batch_size, recipe.augment, recipe.hflip
+        self.min_visibility, self.score_threshold = recipe.min_visibility, score_threshold
+        self.label_offset, self.seed = label_offset, recipe.seed
         self.device = device or torch.device("cpu")
         scales = cache.scales
         self.targets = [
