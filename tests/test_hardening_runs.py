@@ -136,22 +136,26 @@ def test_eval_on_another_dataset_takes_the_flag(tmp_path):
 # ------------------------------------------------------------------------------------- the lock
 def test_a_second_process_on_the_same_run_is_refused_naming_the_owner(digits, tmp_path):
     run = tmp_path / "run"
-    args = ("--run", str(run), "--epochs", "3", "--batch-size", "2", *TINY, "--no-eval")
+    # Long enough that the first is surely still training when the second has started (then stopped).
+    args = ("--run", str(run), "--epochs", "50", "--batch-size", "2", *TINY, "--no-eval")
     first = start_lanner("train", str(digits), *args, cwd=tmp_path)
     try:
         wait_for(run / "run.lock", first)
         owner = json.loads((run / "run.lock").read_text())
         assert owner["pid"] == first.pid and owner["host"] == socket.gethostname()
         second = lanner("train", str(digits), *args, cwd=tmp_path)
+        assert first.poll() is None, "the first run ended before the second was refused"
         assert second.returncode == 2, second.stdout + second.stderr
         said = " ".join(second.stdout.split())
         assert f"in use by process {first.pid} on host {socket.gethostname()}" in said
-        output, _ = first.communicate(timeout=600)
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=300)
     finally:
         first.kill()
-    assert first.returncode == 0, output
-    assert len(read_history(run / "history.csv")) == 3  # the first run was not disturbed
-    assert not (run / "run.lock").exists()  # given back at the end
+    assert first.returncode == 130, output  # stopped cleanly, not disturbed by the second
+    assert not (run / "run.lock").exists()  # given back on Ctrl-C too
+    resumed = lanner("resume", str(run), "--epochs", "1", "--no-eval", cwd=tmp_path)  # and free again
+    assert "in use by" not in resumed.stdout, resumed.stdout
 
 
 def dead_pid() -> int:
