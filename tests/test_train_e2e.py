@@ -134,7 +134,8 @@ def test_ctrl_c_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in b] == [str(i) for i in range(1, 7)]
     assert [float(r["lr"]) for r in a] == pytest.approx([float(r["lr"]) for r in b], rel=1e-9)
     # Same batches, same augmentations, same optimizer state: the interrupted run trains the same model.
-    assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-3)
+    # (the interrupted epoch too: the checkpoint carried its partial loss; history.csv keeps 6 digits)
+    assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-5)
     assert len(json.loads((cut / "segments.json").read_text())) == 1
 
     # Now change the LR and the length: a new segment, and the optimizer really uses the new LR.

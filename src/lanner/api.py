@@ -128,8 +128,11 @@ def lr_find(
     s = sessions.set_up(config, _console(console), _prepare, kind="lr-find-")
     for note in s.prepared.notes:
         s.console.print(note)
-    result, summary = lr_auto.run_range_test(s, s.prepared.model, start_lr, end_lr, steps)
-    lr_auto.print_lr_find(s.console, s.config, result, s.run)
+    try:
+        result, summary = lr_auto.run_range_test(s, s.prepared.model, start_lr, end_lr, steps)
+        lr_auto.print_lr_find(s.console, s.config, result, s.run)
+    finally:
+        sessions.release(s)
     return summary
 
 
@@ -156,15 +159,15 @@ def probe(config: TrainConfig, console: Console | None = None, *, report: bool =
     written as a run (checkpoint = backbone + the probe as head) and evaluated on val (and test)."""
     console = _console(console)
     run = run_probe(config, console)
-    split = (
-        "val,test" if "test" in {r.split for r in read_dataset(config.data, config.format).records} else "val"
-    )
+    dataset = read_dataset(config.data, config.format, allow_outside_root=config.allow_outside_root)
+    split = "val,test" if "test" in {r.split for r in dataset.records} else "val"
     evaluate(run, split=split, console=console, report=report, device=config.device)
     return run
 
 
-def count_images(data: str, format: str | None = None) -> int:
-    return sum(1 for r in read_dataset(data, format).records if r.split in (None, "train"))
+def count_images(data: str, format: str | None = None, allow_outside_root: bool = False) -> int:
+    dataset = read_dataset(data, format, allow_outside_root=allow_outside_root)
+    return sum(1 for r in dataset.records if r.split in (None, "train"))
 
 
 # ---------------------------------------------------------------------------------- eval/predict
@@ -207,13 +210,18 @@ def predict(
     return loaded.task.predict(loaded, inputs, Path(out) if out else None, options, console)
 
 
-def check(data: str, format: str | None = None, strict: bool = False) -> dict:
-    return check_dataset(data, format, strict=strict)
+def check(
+    data: str, format: str | None = None, strict: bool = False, allow_outside_root: bool = False
+) -> dict:
+    return check_dataset(data, format, strict=strict, allow_outside_root=allow_outside_root)
 
 
-def convert(data: str, to: str, out: str | Path, format: str | None = None, strict: bool = False):
+def convert(
+    data: str, to: str, out: str | Path, format: str | None = None, strict: bool = False,
+    allow_outside_root: bool = False,
+):  # fmt: skip
     """Convert ``data`` to another format; returns (output path, the dataset as read, with its issues)."""
-    dataset = read_dataset(data, format, **({"strict": True} if strict else {}))
+    dataset = read_dataset(data, format, strict=strict, allow_outside_root=allow_outside_root)
     return convert_dataset(dataset, to, out, data), dataset
 
 

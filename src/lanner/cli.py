@@ -251,7 +251,9 @@ def train(
     _require_data(cfg)
     _errors_go_to(cfg.run)
     if dry_run:
-        _show_schedule(cfg, None, api.count_images(cfg.data, cfg.format), "schedule.png")
+        _show_schedule(
+            cfg, None, api.count_images(cfg.data, cfg.format, cfg.allow_outside_root), "schedule.png"
+        )
         return
     api.relaunch(devices)
     api.train(cfg, console, evaluate_after=not no_eval)
@@ -332,7 +334,8 @@ def schedule(
 ) -> None:
     """Print the LR schedule per epoch and plot it, before any training."""
     cfg = _train_config(config, set_, _with_data(given, data))
-    n = api.count_images(cfg.data, cfg.format) if cfg.data and steps_per_epoch is None else None
+    counted = cfg.data and steps_per_epoch is None
+    n = api.count_images(cfg.data, cfg.format, cfg.allow_outside_root) if counted else None
     _show_schedule(cfg, steps_per_epoch or (None if n else 100), n, out)
 
 
@@ -348,7 +351,7 @@ def check(
 ) -> None:
     """Read a dataset, verify every image, summarise it and list every problem with its file."""
     _limit_image_pixels(given)
-    summary = api.check(data, format, strict)
+    summary = api.check(data, format, strict, given.get("allow_outside_root", False))
     if json_:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
@@ -392,7 +395,8 @@ def convert(
 ) -> None:
     """Convert a dataset between annotation formats, keeping every box and class."""
     _limit_image_pixels(given)
-    path, dataset = api.convert(data, to, out, format=format, strict=strict)
+    trust = given.get("allow_outside_root", False)
+    path, dataset = api.convert(data, to, out, format=format, strict=strict, allow_outside_root=trust)
     summary = api.summarise(dataset)
     console.print(f"{summary['num_images']} images, {summary['num_classes']} classes -> {path} ({to})")
     for issue in summary["issues"]:

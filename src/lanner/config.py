@@ -27,6 +27,8 @@ from lanner.errors import ConfigError
 TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
 IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict")
 INFERENCE = ("eval", "predict")
+# Commands that read an annotation file naming other files (eval declares its own, in InferenceOptions).
+DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule")
 
 
 def option(
@@ -294,6 +296,11 @@ class TrainConfig(BaseModel):
         commands=IMAGE_READERS,
         ge=0,
     )
+    allow_outside_root: bool = option(
+        False,
+        help="read images an annotation file places outside its dataset folder (only for files you trust)",
+        commands=DATASET_READERS,
+    )
     track: str | None = option(help="mirror the run into an experiment tracker: mlflow", commands=("train",))
     tracking_uri: str | None = option(
         help="tracking server (default: MLFLOW_TRACKING_URI, else MLflow's own)", commands=("train",)
@@ -349,6 +356,11 @@ class InferenceOptions(BaseModel):
     full_image_pass: bool | None = option(
         help="detection: add a downscaled whole-image pass", commands=INFERENCE
     )
+    allow_outside_root: bool = option(
+        False,
+        help="DATA given: read images its annotation file places outside its folder (files you trust)",
+        commands=("eval",),
+    )
     topk: int = option(5, help="classification: classes listed per image", commands=("predict",), ge=1)
     format: str | None = option(help="detection output: coco, csv, labelme, yolo", commands=("predict",))
     render: Path | None = option(help="detection: draw boxes on JPEG copies here", commands=("predict",))
@@ -356,8 +368,11 @@ class InferenceOptions(BaseModel):
     def as_kwargs(self) -> dict[str, Any]:
         """The keyword arguments ``api.evaluate`` / ``api.predict`` take: device and precision, then only
         the detection settings given (the rest stay the run's own). ``topk`` is predict's own argument."""
-        given = self.model_dump(exclude={"device", "precision", "topk"}, exclude_none=True)
-        return {"device": self.device, "precision": self.precision, **given}
+        given = self.model_dump(
+            exclude={"device", "precision", "topk", "allow_outside_root"}, exclude_none=True
+        )
+        trust = {"allow_outside_root": True} if self.allow_outside_root else {}
+        return {"device": self.device, "precision": self.precision, **trust, **given}
 
     def tiling_overrides(self) -> dict[str, Any]:
         """The tiling settings given here, to override a detection run's own tiling."""

@@ -21,6 +21,10 @@ class WriteError(LannerError):
     """A file could not be written: disk full, read-only folder, no permission."""
 
 
+class RunInUseError(LannerError):
+    """Another process is training in the run directory (its ``run.lock`` names it)."""
+
+
 class Interrupted(Exception):
     """Training stopped on Ctrl-C / SIGTERM after saving a resumable checkpoint."""
 

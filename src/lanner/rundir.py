@@ -53,13 +53,16 @@ class RunDir:
     lr_find_csv = property(lambda self: self.path / "lr_find.csv")
     lr_find_json = property(lambda self: self.path / "lr_find.json")
     lr_find_plot = property(lambda self: self.path / "lr_find.png")
+    lock = property(lambda self: self.path / "run.lock")  # the process training this run (engine/runlock.py)
 
     def checkpoint(self, which: str) -> Path:
         """``which`` is last or best."""
         return self.checkpoints / f"{which}.ckpt"
 
     def holds_run(self) -> bool:
-        return self.checkpoints.exists()
+        """Whether a run was saved here: a checkpoint file, not just checkpoints/ (a first save that
+        failed, e.g. on a full disk, leaves the folder and nothing to resume)."""
+        return self.checkpoint("last").exists() or self.checkpoint("best").exists()
 
     def find_checkpoint(self, which: str = "best") -> Path:
         """The ``which`` checkpoint, else the other one; a clear error when the run has none."""

@@ -7,6 +7,7 @@ engine knows nothing of any task; the caller (``lanner.api``) hands over the tas
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from lanner.data.formats import read_dataset
 from lanner.data.images import set_max_image_pixels
 from lanner.engine import distributed
 from lanner.engine.callbacks import Callback, Callbacks, RunStart
+from lanner.engine.runlock import RunLock, refuse_if_in_use
 from lanner.engine.schedules import plot_schedule
 from lanner.engine.setup import hardware_info, new_run_dir
 from lanner.engine.tracking import make_tracker
@@ -48,6 +50,7 @@ class Session:
     console: Console
     dist: distributed.Distributed
     prepared: Any = None  # lanner.tasks.Prepared; its task sharded when several processes
+    lock: RunLock | None = None  # process 0's hold on the run directory
 
     @property
     def run_dir(self) -> Path:
@@ -55,7 +58,9 @@ class Session:
 
 
 def infer_task(config: TrainConfig) -> str:
-    return config.task or read_dataset(config.data, config.format).task
+    if config.task:
+        return config.task
+    return read_dataset(config.data, config.format, allow_outside_root=config.allow_outside_root).task
 
 
 def start(
@@ -69,36 +74,70 @@ def start(
     distributed.check_supported(config, dist)
     device = distributed.start(dist, choose_device(config.device))
     console = console if dist.is_main else Console(quiet=True)  # one process speaks
-    fresh = run_dir is None
+    fresh, created = run_dir is None, False
     if fresh:
-        config, run_dir = _new_run(config, console, dist, kind)
+        config, run_dir, created = _new_run(config, console, dist, kind)
+    session = Session(
+        config, RunDir(run_dir), device, choose_precision(config.precision, device), console, dist
+    )
+    session.lock = RunLock(session.run).acquire(console) if dist.is_main else None
+    try:
+        _prepare_session(session, prepare, fresh)
+    except BaseException:
+        _abandon(session, created)
+        raise
+    return session
+
+
+def _prepare_session(session: Session, prepare: Prepare, fresh: bool) -> None:
+    config, run_dir, dist = session.config, session.run_dir, session.dist
     torch.manual_seed(config.seed)
     if dist.is_main:  # what a killed run left half-written is of no use to anyone
         for folder in (run_dir, RunDir(run_dir).checkpoints):
             sweep_temp_files(folder)
-    session = Session(
-        config, RunDir(run_dir), device, choose_precision(config.precision, device), console, dist
-    )
     # Process 0 reads the data and builds the cache; the others then find it built.
     if not dist.is_main:
         distributed.barrier(dist)
-    session.prepared = prepare(config, session.run, device, console, fresh)
+    session.prepared = prepare(config, session.run, session.device, session.console, fresh)
     if dist.is_main:
         distributed.barrier(dist)
     if dist.enabled:
         session.prepared.task = distributed.ShardedTask(session.prepared.task, dist)
-    return session
 
 
-def _new_run(config: TrainConfig, console: Console, dist, kind: str) -> tuple[TrainConfig, Path]:
-    """A new run: process 0 names the directory, the others are told."""
+def release(s: Session) -> None:
+    """The session is over (finished, stopped or failed): another process may take the run."""
+    if s.lock is not None:
+        s.lock.release()
+
+
+def _abandon(s: Session, created: bool) -> None:
+    """A start that failed before training: release the run; a directory this start made holds
+    nothing of a run yet (no checkpoint), so it goes rather than litter runs/ with half-made runs."""
+    release(s)
+    if created and s.dist.is_main and not s.run.holds_run():
+        shutil.rmtree(s.run_dir, ignore_errors=True)
+        global current_run_dir
+        current_run_dir = None
+
+
+def _new_run(config: TrainConfig, console: Console, dist, kind: str) -> tuple[TrainConfig, Path, bool]:
+    """A new run: process 0 names the directory, the others are told. Also: whether this start made it."""
     config = config.model_copy(update={"task": infer_task(config)})
-    made = new_run_dir(config.run, kind + config.task) if dist.is_main else None
+    made, created = _make_run_dir(config, kind) if dist.is_main else (None, False)
     run_dir = Path(distributed.broadcast(str(made), dist))
     global current_run_dir
     current_run_dir = run_dir
     console.print(f"run directory: [bold]{run_dir}[/]")
-    return config.model_copy(update={"run": str(run_dir)}), run_dir
+    return config.model_copy(update={"run": str(run_dir)}), run_dir, created
+
+
+def _make_run_dir(config: TrainConfig, kind: str) -> tuple[Path, bool]:
+    named = Path(config.run) if config.run else None
+    if named is not None:  # a run another process is making: name it, not just "already holds a run"
+        refuse_if_in_use(RunDir(named))
+    existed = named is not None and named.exists()
+    return new_run_dir(config.run, kind + config.task), not existed
 
 
 def set_up(config: TrainConfig, console: Console, prepare: Prepare, kind: str = "") -> Session:
@@ -170,6 +209,7 @@ def fit(s: Session, optimizer, state: TrainState, callbacks: Callback, after: Ca
         raise
     finally:
         distributed.stop(s.dist)
+        release(s)
     if s.dist.is_main:
         _finish(s, state, callbacks, after)
     return s.run_dir

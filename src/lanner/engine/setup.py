@@ -14,8 +14,9 @@ from torch import nn
 import lanner
 from lanner.config import TrainConfig
 from lanner.engine.schedules import Segment
-from lanner.errors import ConfigError
+from lanner.errors import ConfigError, WriteError
 from lanner.models.weights import backbone_parameters
+from lanner.rundir import RunDir
 
 DEFAULT_LR = {"adamw": 1e-3, "adam": 1e-3, "sgd": 0.05}
 
@@ -39,12 +40,22 @@ def new_run_dir(run: str | None, task: str) -> Path:
             path = Path("runs") / f"{task}-{stamp}-{n}"
     else:
         path = Path(run)
-        if (path / "checkpoints").exists():
+        if RunDir(path).holds_run():  # a failed start (no checkpoint yet) can simply start over
             raise ConfigError(
                 f"{path} already holds a run; continue it with `lanner resume {path}` or choose another --run"
             )
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path)
     return path
+
+
+def _make_folder(path: Path) -> None:
+    """``path`` as a folder, or a clear error (it is a file; the parent is read-only or a file)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: is a file, not a run directory; choose another --run")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"{path}: cannot make the run directory ({e.strerror or e})") from e
 
 
 def param_groups(model: nn.Module, weight_decay: float, backbone_lr: float | None = None) -> list[dict]:

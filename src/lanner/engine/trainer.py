@@ -62,6 +62,10 @@ class TrainState:
     epoch: int = 0  # completed epochs
     step: int = 0  # optimizer steps taken in the whole run
     step_in_epoch: int = 0  # steps of the unfinished epoch (after an interruption)
+    # The unfinished epoch's loss so far (sum of loss x images, and images, over every process), so
+    # that its train_loss after a resume covers the whole epoch. Absent from older checkpoints: 0.
+    partial_loss_sum: float = 0.0
+    partial_images: int = 0
     history: list[dict] = field(default_factory=list)
     best_value: float | None = None
     best_epoch: int | None = None
@@ -212,7 +216,10 @@ class Trainer:
         # Every process's losses and images count (sums over the group; unchanged for one process).
         loss_sum, loss_n, seen = distributed.sum_on_device([loss_sum, loss_n, seen], self.dist, self.device)
         self._epoch_speed = (seen / elapsed if elapsed > 0 else 0.0, elapsed)
-        return loss_sum / max(loss_n, 1)
+        # Added to what the epoch saw before an interruption: kept if this one is interrupted too.
+        st.partial_loss_sum += float(loss_sum)
+        st.partial_images += int(loss_n)
+        return st.partial_loss_sum / max(st.partial_images, 1)
 
     def _stop_agreed(self, stop: _StopFlag) -> bool:
         """Whether to stop now; with several processes, all stop after the same step (or none)."""
@@ -234,7 +241,7 @@ class Trainer:
         """Validate, record, checkpoint; True when training should stop early."""
         st = self.state
         st.epoch += 1
-        st.step_in_epoch = 0
+        st.step_in_epoch, st.partial_loss_sum, st.partial_images = 0, 0.0, 0
         images_per_s, epoch_time = self._epoch_speed
         self.model.eval()
         metrics = {}

@@ -16,15 +16,18 @@ from lanner.errors import DataError
 
 def load_eval_data(
     loaded, data: str | None, split: str | None, training_data: Callable[[TrainConfig], Dataset],
-    console: Console,
+    console: Console, allow_outside_root: bool = False,
 ) -> tuple[Dataset, str | None]:  # fmt: skip
     """(the images to evaluate, the split's name). Without ``data``: the run's own data read as in
-    training (``training_data``), with its saved split; with it, that dataset on the run's classes."""
+    training (``training_data``, trusting what the run trusted), with its saved split; with it, that
+    dataset on the run's classes (read outside its folder only when ``allow_outside_root``)."""
     if data is None:
         dataset = training_data(loaded.config)
         apply_saved_split(dataset, loaded.run.split)
     else:
-        dataset, dropped = onto_classes(read_dataset(data), loaded.classes)
+        dataset, dropped = onto_classes(
+            read_dataset(data, allow_outside_root=allow_outside_root), loaded.classes
+        )
         if dropped:
             console.print(
                 f"[yellow]note[/]: class(es) {', '.join(dropped)} unknown to this model; their images "

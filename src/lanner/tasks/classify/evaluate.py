@@ -49,8 +49,12 @@ def _prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[di
     ]
 
 
-def evaluate_classification(loaded: LoadedRun, data, split, console: Console) -> dict:
-    dataset, split = load_eval_data(loaded, data, split, load_classification_data, console)
+def evaluate_classification(
+    loaded: LoadedRun, data, split, console: Console, allow_outside_root: bool = False
+) -> dict:
+    dataset, split = load_eval_data(
+        loaded, data, split, load_classification_data, console, allow_outside_root
+    )
     idx, probs = _classify_cached(loaded, dataset, console)
     records = [dataset.records[i] for i in idx]
     targets = torch.tensor([r.label for r in records])

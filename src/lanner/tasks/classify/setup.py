@@ -20,6 +20,7 @@ from lanner.rundir import RunDir
 from lanner.tasks.base import Prepared
 from lanner.tasks.classify.data import build_classification_task, cache_records
 from lanner.tasks.classify.training import imbalance_ratio
+from lanner.tasks.data_rules import require_trainable
 from lanner.tasks.pretrained import start_from, weights_data_cfg, weights_source
 
 DEFAULT_BATCH = 32
@@ -32,8 +33,13 @@ def default_model(device: torch.device) -> tuple[str, int]:
 
 
 def load_classification_data(config: TrainConfig) -> Dataset:
-    dataset = read_dataset(config.data, config.format)
-    return select_classes(dataset, config.classes, config.rename)
+    dataset = read_dataset(config.data, config.format, allow_outside_root=config.allow_outside_root)
+    return require_trainable(
+        select_classes(dataset, config.classes, config.rename),
+        config.data,
+        min_classes=2,
+        learner="a classifier",
+    )
 
 
 def prepare_classification(

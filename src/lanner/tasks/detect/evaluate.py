@@ -75,7 +75,9 @@ def evaluate_detection_run(
     loaded: LoadedRun, data: str | None, split: str | None, options: InferenceOptions, console: Console
 ) -> dict:
     """COCO metrics of a detection run; the options' tile/overlap/merge/... override its tiling."""
-    dataset, split = load_eval_data(loaded, data, split, load_detection_data, console)
+    dataset, split = load_eval_data(
+        loaded, data, split, load_detection_data, console, options.allow_outside_root
+    )
     tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
     dataset, detections = predict_dataset(loaded, dataset, console, tiling)
     metrics = evaluate_detections(dataset, detections, score_threshold=loaded.config.score_threshold)

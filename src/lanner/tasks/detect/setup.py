@@ -30,6 +30,7 @@ from lanner.models.registry import create_model
 from lanner.models.transfer import Classes
 from lanner.rundir import CheckpointMeta, RunDir
 from lanner.tasks.base import Prepared, TrainRecipe
+from lanner.tasks.data_rules import require_trainable
 from lanner.tasks.detect.tiled import build_tiled_task
 from lanner.tasks.detect.training import DetectionTask
 from lanner.tasks.pretrained import start_from, weights_source
@@ -44,12 +45,17 @@ def default_model(device: torch.device) -> tuple[str, int]:
 
 
 def load_detection_data(config: TrainConfig) -> Dataset:
-    dataset = read_dataset(config.data, config.format)
+    dataset = read_dataset(config.data, config.format, allow_outside_root=config.allow_outside_root)
     if dataset.task != "detect":
         raise DataError(
             f"{config.data}: a {dataset.task} dataset ({dataset.format}); --task detect needs boxes"
         )
-    return select_classes(dataset, config.classes, config.rename)
+    return require_trainable(
+        select_classes(dataset, config.classes, config.rename),
+        config.data,
+        min_classes=1,
+        learner="a detector",
+    )
 
 
 # ---------------------------------------------------------------------------------------- model
