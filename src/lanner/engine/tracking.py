@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -144,8 +145,6 @@ class MLflowTracker(Callback):
 
     # ------------------------------------------------------------------------------------ helpers
     def _log_metrics(self, metrics: dict, step: int) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
