@@ -65,7 +65,7 @@ def test_a_run_and_its_resume_are_one_mlflow_run(mlflow_server, tmp_path):
     track = ["--track", "mlflow", "--tracking-uri", mlflow_server, "--experiment", "digits"]
     out = _lanner("train", str(data), "--run", str(run), "--epochs", "2", *tiny, *track, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    run_id = json.loads((run / "tracking.json").read_text())["run_id"]
+    run_id = json.loads((run / "tracking.json").read_text())["mlflow"]["run_id"]
     assert f"tracking: MLflow run {run_id}" in out.stdout
 
     client = MlflowClient(tracking_uri=mlflow_server)

@@ -301,11 +301,22 @@ class TrainConfig(BaseModel):
         help="read images an annotation file places outside its dataset folder (only for files you trust)",
         commands=DATASET_READERS,
     )
-    track: str | None = option(help="mirror the run into an experiment tracker: mlflow", commands=("train",))
-    tracking_uri: str | None = option(
-        help="tracking server (default: MLFLOW_TRACKING_URI, else MLflow's own)", commands=("train",)
+    track: str | None = option(
+        help="mirror the run into experiment trackers: mlflow, tensorboard, wandb (several: comma-separated)",
+        commands=("train",),
     )
-    experiment: str = option("lanner", help="experiment name in the tracker", commands=("train",))
+    tracking_uri: str | None = option(
+        help="MLflow tracking server (default: MLFLOW_TRACKING_URI, else MLflow's own)", commands=("train",)
+    )
+    experiment: str = option(
+        "lanner", help="experiment name in the tracker (MLflow experiment, W&B project)", commands=("train",)
+    )
+    run_name: str | None = option(
+        help="the run's name in the tracker (default: the run directory's name)", commands=("train",)
+    )
+    tags: list[str] | None = option(
+        help="tags for the tracker's run, comma-separated (MLflow: key=value or key)", commands=("train",)
+    )
 
     # Detection and tiling (used by --task detect).
     tile: int | None = option(help="detection: tile size in pixels for huge images", ge=0)

@@ -48,7 +48,9 @@ class RunDir:
     predictions = property(lambda self: self.path / "predictions")
     report = property(lambda self: self.path / "report.html")
     export = property(lambda self: self.path / "export")
-    tracking = property(lambda self: self.path / "tracking.json")
+    tracking = property(lambda self: self.path / "tracking.json")  # each tracker's run (engine/tracking.py)
+    tensorboard = property(lambda self: self.path / "tb")  # --track tensorboard's event files
+    wandb = property(lambda self: self.path / "wandb")  # --track wandb's run files (W&B's own layout)
     pretrained = property(lambda self: self.path / "pretrained.json")  # what --pretrained loaded
     lr_find_csv = property(lambda self: self.path / "lr_find.csv")
     lr_find_json = property(lambda self: self.path / "lr_find.json")

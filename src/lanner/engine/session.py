@@ -26,7 +26,7 @@ from lanner.engine.callbacks import Callback, Callbacks, RunStart
 from lanner.engine.runlock import RunLock, refuse_if_in_use
 from lanner.engine.schedules import plot_schedule
 from lanner.engine.setup import hardware_info, new_run_dir
-from lanner.engine.tracking import make_tracker
+from lanner.engine.tracking import TrackerSettings, make_trackers
 from lanner.engine.trainer import RunContext, Trainer, TrainSettings, TrainState
 from lanner.errors import Interrupted
 from lanner.models.devices import choose_device, choose_precision
@@ -183,8 +183,11 @@ def callbacks_for(s: Session, segment: int = 0, changes: dict | None = None) -> 
     told that the run starts."""
     if not s.dist.is_main:
         return Callback()
-    tracker = make_tracker(s.config.track, s.run_dir, s.config.tracking_uri, s.config.experiment, s.console)
-    callbacks = Callbacks([tracker] if tracker is not None else [])
+    config = s.config
+    settings = TrackerSettings(
+        s.run_dir, config.tracking_uri, config.experiment, config.run_name, list(config.tags or [])
+    )
+    callbacks = Callbacks(make_trackers(config.track, settings, s.console))
     tags = {"lanner.version": lanner.__version__, "device": str(s.device), "precision": s.precision}
     tags["processes"] = str(s.dist.world)
     callbacks.on_start(RunStart(s.config.model_dump(mode="json"), tags, segment, changes or {}))

@@ -1,31 +1,32 @@
-"""Experiment tracking: a run mirrored into MLflow while it trains (``--track mlflow``).
+"""Experiment tracking: a run mirrored into trackers while it trains (``--track mlflow,tensorboard``).
 
-One lanner run is one MLflow run, for its whole life: ``lanner resume`` continues the same MLflow
-run (its id is kept in ``RUN/tracking.json``) and each resume's changes become a tag, so the
-history of LR changes lives next to the curves. Per epoch: every number of the history row
-(losses, metrics, LR, speed) as metrics at step = epoch. At the start: the full config as params,
-the hardware and lanner's version as tags. At the end (or on Ctrl-C): history.csv, segments.json,
-config.yaml, the plots, metrics.json and report.html as artifacts.
+Trackers are callbacks registered by name; each lives in its own module (``track_mlflow``,
+``track_tensorboard``, ``track_wandb``), imported on first use so that a run without tracking never
+loads their libraries. ``--track`` takes one name or several, comma-separated; they all see the
+same callbacks in the same order.
 
-Tracking must never cost a run: the server is checked once at the start (a clear error naming the
-address when it cannot be reached, before any training), and a failure while training is printed
-once and training goes on; everything stays in the run directory either way.
+One lanner run is one tracker run for its whole life: each tracker keeps what it needs to find its
+run again (an MLflow run id, a W&B run id, the TensorBoard folder) under its name in
+``RUN/tracking.json``, and ``lanner resume`` continues that run.
+
+Tracking must never cost a run: a tracker checks what it can at construction (a clear error before
+any training), and a failure while training is printed once and training goes on (:class:`Guard`).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
 from lanner._io import write_json
-from lanner.engine.callbacks import Callback, RunStart
 from lanner.errors import ConfigError
 from lanner.rundir import RunDir
 
+# The run directory's files a tracker copies at the end (those that exist).
 ARTIFACTS = (
     "history.csv",
     "segments.json",
@@ -36,24 +37,29 @@ ARTIFACTS = (
     "schedule.png",
     "plots/curves.png",
 )
+BUILTIN = ("mlflow", "tensorboard", "wandb")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
-    return out
+@dataclass
+class TrackerSettings:
+    """What every tracker is built from: the run directory and the user's tracking options."""
+
+    run_dir: Path
+    uri: str | None = None  # MLflow's server (W&B and TensorBoard ignore it)
+    experiment: str = "lanner"  # MLflow experiment, W&B project
+    name: str | None = None  # the tracker run's name (default: the run directory's)
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or Path(self.run_dir).name
 
 
 _TRACKERS: dict[str, type] = {}
 
 
 def register_tracker(name: str):
-    """Class decorator: ``--track NAME`` builds this tracker as ``cls(run_dir, uri, experiment, console)``."""
+    """Class decorator: ``--track NAME`` builds this tracker as ``cls(settings, console)``."""
 
     def wrap(cls: type) -> type:
         if name in _TRACKERS:
@@ -64,121 +70,85 @@ def register_tracker(name: str):
     return wrap
 
 
+def _load_builtin() -> None:
+    """Import the built-in tracker modules; each registers itself on import."""
+    for name in BUILTIN:
+        if name not in _TRACKERS:
+            importlib.import_module(f"lanner.engine.track_{name}")
+
+
 def tracker_names() -> list[str]:
+    _load_builtin()
     return sorted(_TRACKERS)
 
 
-@register_tracker("mlflow")
-class MLflowTracker(Callback):
-    def __init__(self, run_dir: Path, uri: str | None, experiment: str, console: Console) -> None:
-        try:
-            import mlflow
-        except ImportError as e:
-            raise ConfigError("--track mlflow needs the mlflow package: pip install 'lanner[track]'") from e
-        # Fail fast on a wrong address instead of retrying for minutes (MLflow's default).
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self.run_dir, self.console = Path(run_dir), console
-        self.client = mlflow.MlflowClient(tracking_uri=uri)
-        self.uri = uri or mlflow.get_tracking_uri()
-        self._warned = False
-        try:
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
-        except Exception as e:  # noqa: BLE001 - any client error: the server is not usable
-            raise ConfigError(
-                f"MLflow tracking server {self.uri}: cannot reach it ({type(e).__name__}: {e})"
-            ) from e
-        self.run_id: str | None = None
+def tracker_kinds(track: str | None) -> list[str]:
+    """``"tensorboard, mlflow"`` -> ``["tensorboard", "mlflow"]`` (None or empty: no tracking)."""
+    kinds = [k.strip() for k in (track or "").split(",") if k.strip()]
+    return list(dict.fromkeys(kinds))
 
-    # ------------------------------------------------------------------------------ callbacks
-    def on_start(self, start: RunStart) -> None:
-        if start.resumed:
-            self.resume(start.segment, start.changes)
+
+def check_tracker(track: str | None) -> None:
+    """Every name in ``track`` is a registered tracker (else a ConfigError naming the known ones)."""
+    known = tracker_names()
+    for kind in tracker_kinds(track):
+        if kind not in known:
+            raise ConfigError(f"--track {kind!r}: lanner knows {', '.join(known)}")
+
+
+def make_trackers(track: str | None, settings: TrackerSettings, console: Console) -> list:
+    """The trackers ``track`` names, in its order; each checks what it can before training."""
+    check_tracker(track)
+    return [_TRACKERS[kind](settings, console) for kind in tracker_kinds(track)]
+
+
+# ----------------------------------------------------------------- helpers the trackers share
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """A nested config as ``{"schedule.name": "cosine", ...}`` with string values."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
         else:
-            self.start(start.config, start.tags)
+            out[key] = json.dumps(v) if isinstance(v, list | tuple) else str(v)
+    return out
 
-    def on_epoch_end(self, row: dict) -> None:
-        self.log_epoch(row)
 
-    def on_stop(self, status: str) -> None:
-        self.finish(status)
+def numbers(row: dict) -> dict[str, float]:
+    """The history row's numbers as metrics (the epoch is the step, not a metric)."""
+    return {k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, int | float)}
 
-    # ------------------------------------------------------------------------------ run lifecycle
-    def start(self, config: dict, tags: dict) -> None:
-        """A new MLflow run for a new lanner run; its id is saved in RUN/tracking.json."""
-        run = self.client.create_run(
-            self.experiment_id, run_name=self.run_dir.name, tags={**tags, "lanner.run_dir": str(self.run_dir)}
-        )
-        self.run_id = run.info.run_id
-        params = _flatten(config)
-        items = list(params.items())
-        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            from mlflow.entities import Param
 
-            self.client.log_batch(
-                self.run_id, params=[Param(k, v[:6000]) for k, v in items[start : start + 100]]
-            )
-        write_json(
-            RunDir(self.run_dir).tracking, {"backend": "mlflow", "uri": self.uri, "run_id": self.run_id}
-        )
-        self.console.print(f"tracking: MLflow run {self.run_id} at {self.uri}")
+def read_state(run_dir: Path, kind: str) -> dict:
+    """What tracker ``kind`` saved in RUN/tracking.json ({} when nothing). The 0.1.0 file held one
+    MLflow run as ``{"backend": "mlflow", ...}``."""
+    path = RunDir(run_dir).tracking
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    if "backend" in state:
+        state = {state["backend"]: state}
+    return state.get(kind, {})
 
-    def resume(self, segment: int, changes: dict) -> None:
-        """Continue the lanner run's MLflow run; the resume's changes become a tag."""
-        state = json.loads(RunDir(self.run_dir).tracking.read_text())
-        self.run_id = state["run_id"]
-        self.client.update_run(self.run_id, status="RUNNING")
-        self.client.set_tag(
-            self.run_id, f"lanner.segment.{segment}", json.dumps(changes) if changes else "resumed"
-        )
-        self.console.print(f"tracking: continuing MLflow run {self.run_id} at {self.uri}")
 
-    def log_epoch(self, row: dict) -> None:
-        metrics = {k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, int | float)}
-        self._safely(self._log_metrics, metrics, int(row["epoch"]))
+def save_state(run_dir: Path, kind: str, values: dict) -> None:
+    """Tracker ``kind``'s entry in RUN/tracking.json (the other trackers' entries are kept)."""
+    path = RunDir(run_dir).tracking
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    if "backend" in state:
+        state = {state["backend"]: state}
+    write_json(path, {**state, kind: values})
 
-    def finish(self, status: str = "FINISHED") -> None:
-        """Artifacts from the run directory, then the run's status (FINISHED, KILLED or FAILED)."""
-        self._safely(self._log_artifacts)
-        self._safely(self.client.set_terminated, self.run_id, status)
 
-    # ------------------------------------------------------------------------------------ helpers
-    def _log_metrics(self, metrics: dict, step: int) -> None:
-        from mlflow.entities import Metric
+class Guard:
+    """Runs tracker calls; the first failure is printed (training goes on), later ones are silent."""
 
-        now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+    def __init__(self, label: str, console: Console) -> None:
+        self.label, self.console, self.warned = label, console, False
 
-    def _log_artifacts(self) -> None:
-        for name in ARTIFACTS:
-            path = self.run_dir / name
-            if path.is_file():
-                self.client.log_artifact(
-                    self.run_id, str(path), str(Path(name).parent) if "/" in name else None
-                )
-
-    def _safely(self, fn, *args) -> None:
-        """Tracking trouble in the middle of a run is reported once, never fatal."""
+    def __call__(self, fn, *args, **kwargs) -> None:
         try:
-            fn(*args)
-        except Exception as e:  # noqa: BLE001
-            if not self._warned:
-                self.console.print(
-                    f"[yellow]tracking: MLflow at {self.uri} failed ({e}); training goes on[/]"
-                )
-                self._warned = True
-
-
-def check_tracker(kind: str) -> None:
-    if kind not in _TRACKERS:
-        raise ConfigError(f"--track {kind!r}: lanner knows {', '.join(tracker_names())}")
-
-
-def make_tracker(kind: str | None, run_dir: Path, uri: str | None, experiment: str, console: Console):
-    """The tracker registered as ``kind`` (None: no tracking); it checks its server before training."""
-    if kind is None:
-        return None
-    check_tracker(kind)
-    return _TRACKERS[kind](run_dir, uri, experiment, console)
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - tracking trouble is never fatal
+            if not self.warned:
+                self.console.print(f"[yellow]tracking: {self.label} failed ({e}); training goes on[/]")
+                self.warned = True
