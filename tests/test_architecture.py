@@ -20,7 +20,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lanner"
 LAYER = {
     "errors": 0, "_io": 0, "_progress": 0, "rundir": 0,
     "config": 1, "data": 2, "models": 3, "engine": 4, "eval": 4, "predict": 5, "tasks": 6,
-    "api": 7, "report": 7, "export": 7, "demo": 7, "demo_detect": 7, "cli": 8, "__main__": 8,
+    "api": 7, "report": 7, "export": 7, "demo": 7, "demo_detect": 7, "predictor": 7, "share": 7,
+    "cli": 8, "__main__": 8,
 }  # fmt: skip
 CLI_MAY_IMPORT = {"api", "errors", "config", "_progress"}
 TASK_BRANCH = re.compile(r"""(\btask|\.task|\.name)\s*(==|!=|in)\s*\(?\s*["'](detect|classify)["']""")

@@ -30,6 +30,10 @@ def test_classifier_onnx_gives_the_probabilities_lanner_predicts(tmp_path):
     assert info["checked_with_onnxruntime"]["max_abs_diff"] < 1e-4
     spec = json.loads((run / "export" / "model.json").read_text())
     assert spec["classes"] == ["zero", "one", "seven"] and spec["input"]["shape"] == ["N", 3, 32, 32]
+    props = _session(run / "export" / "model.onnx").get_modelmeta().custom_metadata_map
+    assert json.loads(props["lanner.classes"]) == ["zero", "one", "seven"]
+    assert props["lanner.task"] == "classify"
+    assert json.loads(props["lanner.preprocessing"])["image_size"] == 32
 
     paths = []
     for i, img in enumerate(digit_images(7, 3, size=50)):  # real digits, any size: the spec's preparation

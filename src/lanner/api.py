@@ -6,15 +6,16 @@ do what differs between classification and detection, and this module connects t
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from lanner import models
+from lanner import models, share
 from lanner._io import write_text
-from lanner.config import InferenceOptions, TrainConfig
+from lanner.config import InferenceOptions, TrainConfig, make_config
 from lanner.data.check import check_dataset
 from lanner.data.check import summarise as summarise_dataset
 from lanner.data.convert import convert_dataset
@@ -24,6 +25,7 @@ from lanner.demo import run_demo
 from lanner.engine import distributed, lr_auto
 from lanner.engine import resume as resuming
 from lanner.engine import session as sessions
+from lanner.engine.history import read_history
 from lanner.engine.lr_find import exponential_lrs
 from lanner.engine.schedules import plot_schedule, schedule_table
 from lanner.engine.setup import base_lr, build_optimizer, first_segment
@@ -58,13 +60,26 @@ def _check_names(config: TrainConfig) -> None:
         check_tracker(config.track)
 
 
+def _train_config(config: TrainConfig | str | Path, settings: dict) -> TrainConfig:
+    """A TrainConfig from a config or DATA, with keyword settings on top (validated as options are)."""
+    if isinstance(config, TrainConfig) and not settings:
+        return config
+    base = config.model_dump(mode="json") if isinstance(config, TrainConfig) else {"data": str(config)}
+    return make_config({**base, **settings}, "keywords")
+
+
 def _after_training(s: sessions.Session, evaluate_after: bool):
     return lambda: evaluate(s.run_dir, console=s.console) if evaluate_after else None
 
 
 # ------------------------------------------------------------------------------------------ train
-def train(config: TrainConfig, console: Console | None = None, *, evaluate_after: bool = True) -> Path:
-    """Train a new run; returns its directory (printed at start and end)."""
+def train(
+    config: TrainConfig | str | Path, console: Console | None = None, *, evaluate_after: bool = True,
+    **settings,
+) -> Path:  # fmt: skip
+    """Train a new run; returns its directory (printed at start and end). ``config`` is a TrainConfig,
+    or DATA with the settings as keywords: ``train("data/pets", epochs=5, model="resnet18")``."""
+    config = _train_config(config, settings)
     _check_names(config)
     s = sessions.set_up(config, _console(console), _prepare)
     if s.config.lr == "auto":
@@ -230,9 +245,21 @@ def report(run: str | Path, out: str | Path | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------- small verbs for the CLI
-def export(run: str | Path, out: str | Path | None = None, *, check: bool = True) -> dict:
-    """The run's model as one ONNX file plus a JSON spec (see :func:`lanner.export.export_run`)."""
+def export(
+    run: str | Path, out: str | Path | None = None, *, check: bool = True, format: str = "onnx"
+) -> dict:
+    """The run's model as one ONNX file plus a JSON spec (see :func:`lanner.export.export_run`), or
+    ``format="safetensors"``: a folder with a model card that timm and the Hub read (:mod:`lanner.share`)."""
+    if format == "safetensors":
+        return share.export_safetensors(run, out)
+    if format != "onnx":
+        raise ConfigError(f"--format {format!r}: lanner exports onnx or safetensors")
     return export_run(run, out, check=check)
+
+
+def push(run: str | Path, repo_id: str, *, private: bool = False) -> dict:
+    """Upload the run's model (the safetensors folder, model card included) to the Hugging Face Hub."""
+    return share.push(run, repo_id, private=private)
 
 
 def list_models(task: str = "classify", pattern: str = "*") -> list[str]:
@@ -273,3 +300,36 @@ def set_max_image_pixels(pixels: int | None) -> None:
 def current_run_dir() -> Path | None:
     """The directory of the run this process is making, once made (None before, or when unknown)."""
     return sessions.current_run_dir
+
+
+# ------------------------------------------------------------------------------ machine-readable
+def headline(metrics: dict) -> dict:
+    """The scalar entries of a metrics dict (split, image count, accuracy or mAP, ...)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | None) and k != "classes"}
+
+
+def run_summary(run: str | Path) -> dict:
+    """What ``--json`` prints after training: the run's files and its headline numbers."""
+    r = RunDir(run)
+    history = read_history(r.history) if r.history.is_file() else []
+    metrics = json.loads(r.metrics.read_text()) if r.metrics.is_file() else {}
+    return {
+        "run": str(r.path),
+        "checkpoints": {w: str(r.checkpoint(w)) for w in ("best", "last") if r.checkpoint(w).is_file()},
+        "epochs": len(history),
+        "last_epoch": {k: _number(v) for k, v in history[-1].items()} if history else None,
+        "metrics": headline(metrics),
+        "metrics_file": str(r.metrics) if metrics else None,
+        "report": str(r.report) if r.report.is_file() else None,
+    }
+
+
+def _number(text: str):
+    """A history.csv cell as JSON: a number when it is one, None when empty."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text or None

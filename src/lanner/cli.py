@@ -229,6 +229,18 @@ DevicesOpt = Annotated[
     int, Opt(help="processes on this machine, one per GPU (or CPU processes); >1 starts them with torchrun")
 ]
 NoEvalOpt = Annotated[bool, Opt("--no-eval", help="skip the evaluation (and report) after training")]
+JsonOpt = Annotated[
+    bool, Opt("--json", help="end with one JSON line: the files written and the headline metrics")
+]
+
+
+def _print_json(command: str, result: dict) -> None:
+    """The last line of stdout, for scripts: ``lanner eval RUN --json | tail -n 1``. Only process 0
+    of a multi-process run prints it."""
+    if os.environ.get("RANK", "0") == "0":
+        console.file.flush()
+        sys.stdout.write(json.dumps({"command": command, **result}, default=str) + "\n")
+        sys.stdout.flush()
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -243,6 +255,7 @@ def train(
     dry_run: Annotated[bool, Opt(help="print and plot the LR schedule, then stop")] = False,
     devices: DevicesOpt = 1,
     no_eval: NoEvalOpt = False,
+    json_: JsonOpt = False,
     *,
     given: dict[str, Any],
 ) -> None:
@@ -256,7 +269,9 @@ def train(
         )
         return
     api.relaunch(devices)
-    api.train(cfg, console, evaluate_after=not no_eval)
+    run = api.train(cfg, console, evaluate_after=not no_eval)
+    if json_:
+        _print_json("train", api.run_summary(run))
 
 
 @app.command()
@@ -301,6 +316,7 @@ def resume(
     run: Annotated[Path, typer.Argument(help="run directory")],
     no_eval: NoEvalOpt = False,
     devices: DevicesOpt = 1,
+    json_: JsonOpt = False,
     *,
     given: dict[str, Any],
 ) -> None:
@@ -310,6 +326,8 @@ def resume(
         raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
     api.relaunch(devices)
     api.resume(run, console, evaluate_after=not no_eval, **_nested(given))
+    if json_:
+        _print_json("resume", api.run_summary(run))
 
 
 def _show_schedule(cfg, steps_per_epoch, num_images, out) -> None:
@@ -410,13 +428,18 @@ def eval_(
     data: Annotated[str | None, typer.Argument(help="another dataset (default: the run's own data)")] = None,
     split: Annotated[str | None, Opt(help="split to evaluate (default: test, else val)")] = None,
     no_report: Annotated[bool, Opt("--no-report")] = False,
+    json_: JsonOpt = False,
     *,
     given: dict[str, Any],
 ) -> None:
     """Metrics of a run on a split: per-class report, confusion matrix, mAP for detectors."""
     _errors_go_to(run)
     options = _inference_options(given)
-    api.evaluate(run, data, split, console, report=not no_report, **options.as_kwargs())
+    metrics = api.evaluate(run, data, split, console, report=not no_report, **options.as_kwargs())
+    if json_:
+        files = api.run_summary(run)
+        written = {k: files[k] for k in ("metrics_file", "report")}
+        _print_json("eval", {"run": str(run), "metrics": api.headline(metrics), **written})
 
 
 @app.command()
@@ -425,13 +448,18 @@ def predict(
     run: Annotated[Path, typer.Argument()],
     images: Annotated[list[str], typer.Argument(help="files, folders or globs")],
     out: Annotated[Path | None, Opt(help="output file (default RUN/predictions/)")] = None,
+    json_: JsonOpt = False,
     *,
     given: dict[str, Any],
 ) -> None:
     """Predict images with a trained run; preprocessing and classes come from the checkpoint."""
     _errors_go_to(run)
     options = _inference_options(given)
-    api.predict(run, images, out, topk=options.topk, console=console, **options.as_kwargs())
+    rows = api.predict(run, images, out, topk=options.topk, console=console, **options.as_kwargs())
+    if json_:
+        failed = sum(1 for r in rows if r.get("error"))
+        written = {"out": str(out or Path(run) / "predictions"), "images": len(rows) - failed}
+        _print_json("predict", {"run": str(run), **written, "failed": failed})
 
 
 @app.command()
@@ -441,25 +469,53 @@ def export(
     no_check: Annotated[
         bool, Opt("--no-check", help="skip running the file in ONNX Runtime against PyTorch")
     ] = False,
+    format_: Annotated[
+        str, Opt("--format", help="onnx, or safetensors: a folder with a model card (timm, Hugging Face)")
+    ] = "onnx",
+    json_: JsonOpt = False,
 ) -> None:
-    """The run's model as one ONNX file (pre- and post-processing inside) plus a JSON spec beside it."""
+    """The run's model as one ONNX file (pre- and post-processing inside) plus a JSON spec beside it,
+    or as a safetensors folder with config.json and a README.md model card."""
     _errors_go_to(run)
-    info = api.export(run, out, check=not no_check)
+    info = api.export(run, out, check=not no_check, format=format_)
+    if format_ == "safetensors":
+        console.print(f"{info['task']} model -> {info['folder']} (model.safetensors, config.json, README.md)")
+        if json_:
+            _print_json("export", info)
+        return
     checked = info["checked_with_onnxruntime"]
     console.print(
         f"{info['task']} model -> {info['onnx']} (spec: {info['spec']}); "
         + (f"ONNX Runtime matches PyTorch to {checked['max_abs_diff']:.1e}" if checked else "not checked")
     )
+    if json_:
+        _print_json("export", info)
+
+
+@app.command()
+def push(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    repo_id: Annotated[str, typer.Argument(help="Hugging Face repository, USER/NAME")],
+    private: Annotated[bool, Opt(help="create the repository as private")] = False,
+) -> None:
+    """Upload the run's model (safetensors + config.json + model card) to the Hugging Face Hub."""
+    _errors_go_to(run)
+    info = api.push(run, repo_id, private=private)
+    console.print(f"pushed {info['folder']} -> {info['url']}")
 
 
 @app.command()
 def report(
     run: Annotated[Path, typer.Argument()],
     out: Annotated[Path | None, Opt()] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report of a run."""
     _errors_go_to(run)
-    console.print(f"report: {api.report(run, out)}")
+    page = api.report(run, out)
+    console.print(f"report: {page}")
+    if json_:
+        _print_json("report", {"run": str(run), "report": str(page)})
 
 
 @app.command()

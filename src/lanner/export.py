@@ -17,6 +17,7 @@ exporter records them as ONNX ops with dynamic sizes.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lanner import __version__
 from lanner._io import write_json
 from lanner.errors import ConfigError, LannerError
 from lanner.rundir import RunDir
@@ -93,6 +95,24 @@ def _opset(path: Path) -> int:
     return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+def _add_metadata(path: Path, loaded, spec: dict) -> None:
+    """Classes and preprocessing inside the file too (ONNX ``metadata_props``), for tools that keep only
+    the .onnx: Netron shows them, onnxruntime's ``get_modelmeta().custom_metadata_map`` reads them."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {
+        "lanner.version": __version__,
+        "lanner.task": loaded.meta.task,
+        "lanner.classes": json.dumps(loaded.classes),
+        "lanner.input": json.dumps(spec.get("input", {})),
+        "lanner.preprocessing": json.dumps(loaded.meta.get("preprocessing") or {}),
+    }
+    existing = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**existing, **props})
+    onnx.save(model, str(path))
+
+
 def export_run(run: str | Path, out: str | Path | None = None, check: bool = True) -> dict:
     """Export ``run``'s best checkpoint to ONNX (``out``, default RUN/export/model.onnx) + a JSON spec."""
     _require_onnx(check)
@@ -104,6 +124,7 @@ def export_run(run: str | Path, out: str | Path | None = None, check: bool = Tru
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
         _onnx_export(plan, staged)
+        _add_metadata(staged, loaded, plan.spec)
         diff = check_with_onnxruntime(staged, plan.module, torch.rand_like(plan.sample)) if check else None
         staged.replace(path)
     info = {

@@ -79,8 +79,10 @@ class RunDir:
 
     @classmethod
     def of_checkpoint(cls, checkpoint: Path) -> RunDir:
-        """The run a checkpoint file belongs to (RUN/checkpoints/x.ckpt -> RUN)."""
-        return cls(Path(checkpoint).parent.parent)
+        """The run a checkpoint file belongs to (RUN/checkpoints/x.ckpt -> RUN); an exported folder
+        is its own."""
+        checkpoint = Path(checkpoint)
+        return cls(checkpoint if checkpoint.is_dir() else checkpoint.parent.parent)
 
 
 @dataclass

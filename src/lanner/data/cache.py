@@ -34,13 +34,27 @@ def preprocess_with_size(path: str | Path, size: int) -> tuple[np.ndarray, tuple
     and return its original upright (width, height) too."""
     img = open_image(path)
     w, h = img.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    new_w, new_h = _resized(w, h, size)
     if max(w, h) > 4 * new_w:
         img.draft("RGB", (new_w, new_h))  # JPEG: decode at reduced size first, much faster for huge photos
+    return _centre_crop(img, new_w, new_h, size), (w, h)
+
+
+def preprocess_image(img: Image.Image, size: int) -> np.ndarray:
+    """:func:`preprocess` for an upright RGB image already in memory."""
+    return _centre_crop(img, *_resized(*img.size, size), size)
+
+
+def _resized(w: int, h: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shorter side at ``size``."""
+    scale = size / min(w, h)
+    return max(size, round(w * scale)), max(size, round(h * scale))
+
+
+def _centre_crop(img: Image.Image, new_w: int, new_h: int, size: int) -> np.ndarray:
     img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8), (w, h)
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def preprocess(path: str | Path, size: int) -> np.ndarray:

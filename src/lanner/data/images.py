@@ -65,6 +65,11 @@ def open_image(path: str | Path, *, exif: bool = True) -> Image.Image:
         return _to_rgb(img)
 
 
+def upright_rgb(img: Image.Image) -> Image.Image:
+    """An image already in memory as :func:`open_image` gives a file: upright, 8-bit RGB."""
+    return _to_rgb(ImageOps.exif_transpose(img))
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of the upright image, reading only the header (fast, no decode)."""
     path = Path(path)

@@ -250,13 +250,15 @@ def opened_image(path: str | Path) -> Iterator[Image.Image]:
         yield img
 
 
-def decode_upright(path: str | Path) -> Image.Image:
+def decode_upright(path: str | Path | Image.Image) -> Image.Image:
     """Decode a whole image once, upright and 8-bit RGB, without any avoidable full-size copy.
 
     Unlike :func:`lanner.data.images.open_image` (whose ``exif_transpose`` copies the image even
     when it is already upright), an upright RGB file costs exactly one decoded buffer; rotation and
     mode conversion add one transient copy only when the file needs them.
     """
+    if isinstance(path, Image.Image):  # an image in memory (lanner.load(RUN).predict), already upright
+        return _to_rgb(path)
     path = Path(path)
     with errors_name_the_file(path):
         img = Image.open(path)  # no context manager: closing would free the pixels we return

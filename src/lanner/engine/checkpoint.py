@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,11 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with ``weights_only=True``: a checkpoint can never run code on the machine that opens it."""
+    """Load with ``weights_only=True``: a checkpoint can never run code on the machine that opens it.
+    A folder from ``lanner export --format safetensors`` loads too (safetensors cannot hold code)."""
     path = Path(path)
+    if is_safetensors_folder(path):
+        return _load_folder(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
@@ -31,6 +35,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def find_checkpoint(run: str | Path, which: str = "best") -> Path:
-    """Resolve a run directory (or a checkpoint file) to a checkpoint file."""
+    """Resolve a run directory (or a checkpoint file, or an exported safetensors folder) to a checkpoint."""
     run = Path(run)
-    return run if run.is_file() else RunDir(run).find_checkpoint(which)
+    return run if run.is_file() or is_safetensors_folder(run) else RunDir(run).find_checkpoint(which)
+
+
+def is_safetensors_folder(path: Path) -> bool:
+    return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+
+
+def _load_folder(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        described = json.loads((path / "config.json").read_text())["lanner"]
+        return {**described, "state_dict": load_file(str(path / "model.safetensors"))}
+    except (KeyError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a folder lanner exported ({type(e).__name__}: {e})") from e

@@ -91,6 +91,10 @@ class Task(ABC):
                 console: Console) -> list[dict]:  # fmt: skip
         """Predictions for files, folders and globs, written under ``out`` (default RUN/predictions)."""
 
+    def predict_images(self, loaded, images: list, options: InferenceOptions) -> list:
+        """Typed results (``lanner.predict.results``) for upright RGB PIL images in memory."""
+        raise ConfigError(f"task {self.name!r} cannot predict on images in memory")
+
     @abstractmethod
     def export_plan(self, loaded) -> ExportPlan:
         """How ``lanner export`` writes this task's models as ONNX."""

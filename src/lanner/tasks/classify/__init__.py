@@ -6,7 +6,7 @@ from lanner.models.classifiers import build_classifier
 from lanner.tasks.base import Task, register_task
 from lanner.tasks.classify.evaluate import evaluate_classification
 from lanner.tasks.classify.export import classifier_export_plan
-from lanner.tasks.classify.predict import predict_classification
+from lanner.tasks.classify.predict import classify_images, predict_classification
 from lanner.tasks.classify.report import GALLERY_KEYS, classify_badness
 from lanner.tasks.classify.setup import prepare_classification
 
@@ -27,6 +27,9 @@ class Classify(Task):
 
     def predict(self, loaded, inputs, out, options, console):
         return predict_classification(loaded, inputs, out, options, console)
+
+    def predict_images(self, loaded, images, options):
+        return classify_images(loaded, images, options.topk)
 
     def export_plan(self, loaded):
         return classifier_export_plan(loaded)

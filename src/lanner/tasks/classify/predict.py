@@ -12,10 +12,11 @@ from rich.console import Console
 
 from lanner._io import write_text
 from lanner.config import InferenceOptions
-from lanner.data.cache import preprocess
+from lanner.data.cache import preprocess, preprocess_image
 from lanner.data.pixels import Preprocessing, eval_batch
 from lanner.errors import DataError
 from lanner.predict.inputs import expand_inputs
+from lanner.predict.results import Classification
 from lanner.tasks.loading import LoadedRun
 
 COLUMNS = ["path", "label", "score", "topk", "error"]
@@ -39,6 +40,21 @@ def classify_paths(model, prep: Preprocessing, paths: list[Path], batch_size: in
             probs = dict(zip(good, logits.softmax(1), strict=True))
         for p in chunk:
             yield p, probs.get(p), errors.get(p)
+
+
+@torch.no_grad()
+def classify_images(loaded: LoadedRun, images: list, topk: int, batch_size: int = 32) -> list[Classification]:
+    """Upright RGB images in memory -> one :class:`Classification` each (the run's preprocessing)."""
+    prep = Preprocessing.from_dict(loaded.meta.get("preprocessing"))
+    k, classes, out = min(topk, len(loaded.classes)), loaded.classes, []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        arrays = np.stack([preprocess_image(img, prep.cache_size) for img in chunk])  # [B, S, S, 3]
+        probs = loaded.model(eval_batch(arrays, prep, loaded.device)).float().softmax(1).cpu()  # [B, C]
+        for scores, idx in zip(*probs.topk(k), strict=True):
+            top = [(classes[int(i)], float(s)) for s, i in zip(scores, idx, strict=True)]
+            out.append(Classification(top[0][0], top[0][1], top))
+    return out
 
 
 def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> dict:

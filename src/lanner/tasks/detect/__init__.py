@@ -6,7 +6,7 @@ from __future__ import annotations
 from lanner.tasks.base import Task, register_task
 from lanner.tasks.detect.evaluate import evaluate_detection_run
 from lanner.tasks.detect.export import detector_export_plan
-from lanner.tasks.detect.predict import predict_detection_files
+from lanner.tasks.detect.predict import detect_images, predict_detection_files
 from lanner.tasks.detect.report import GALLERY_KEYS, detect_badness, match_detections
 from lanner.tasks.detect.setup import build_detector_from_meta, prepare_detection
 
@@ -27,6 +27,9 @@ class Detect(Task):
 
     def predict(self, loaded, inputs, out, options, console):
         return predict_detection_files(loaded, inputs, out, options, console)
+
+    def predict_images(self, loaded, images, options):
+        return detect_images(loaded, images, options)
 
     def export_plan(self, loaded):
         return detector_export_plan(loaded)

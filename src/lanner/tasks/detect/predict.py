@@ -18,13 +18,14 @@ from rich.console import Console
 
 from lanner._io import write_json
 from lanner.config import InferenceOptions
-from lanner.data.box_transforms import load_letterboxed
+from lanner.data.box_transforms import letterbox, load_letterboxed
 from lanner.data.detections import Detections
 from lanner.data.formats import write_dataset
 from lanner.data.images import image_size, open_image
 from lanner.data.records import Dataset, ImageRecord
 from lanner.errors import ConfigError, DataError
 from lanner.predict.inputs import expand_inputs
+from lanner.predict.results import Detection
 from lanner.predict.tiled import score_floor
 from lanner.tasks.detect.tiled import detect_stream, resolve_tiling
 from lanner.tasks.detect.training import detect_canvases
@@ -119,6 +120,26 @@ def _detect_files_tiled(
         yield from report_until(path)
         yield path, image_size(path), det
     yield from report_until(None)
+
+
+def detect_images(loaded: LoadedRun, images: list, options: InferenceOptions) -> list[Detection]:
+    """Upright RGB images in memory -> one :class:`Detection` each, boxes in the image's own pixels
+    (tiled when the run is, or as ``options`` say), at or above the run's score threshold."""
+    threshold = loaded.config.score_threshold
+    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
+    with score_floor(loaded.model, threshold):
+        if tiling is not None:
+            found = [det for _, det in detect_stream(loaded.model, images, tiling, loaded.device, threshold)]
+        else:
+            size = int(loaded.meta.get("image_size"))
+            canvases = np.stack([letterbox(img, size) for img in images])  # [N, S, S, 3] uint8
+            sizes = np.array([img.size for img in images])  # [N, 2] (width, height)
+            found = detect_canvases(loaded.model, canvases, sizes, loaded.device)
+    return [_detection(det.above(threshold), loaded.classes) for det in found]
+
+
+def _detection(det: Detections, classes: list[str]) -> Detection:
+    return Detection(det.boxes.astype(np.float32), [classes[int(c)] for c in det.labels], det.scores)
 
 
 def predictions_dataset(
