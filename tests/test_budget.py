@@ -1,11 +1,19 @@
-"""The --time plan (steps the budget buys, a partial last epoch) and the CPU defaults chosen from the data."""
+"""The --time plan (steps the budget buys, a partial last epoch), the CPU defaults chosen from the data,
+and the recipe options (mixup, cutmix)."""
 
+import math
+
+import torch
+from helpers import write_digit_folders
 from PIL import Image
 
+from lanner import api
+from lanner.config import make_config
 from lanner.data.formats import read_dataset
 from lanner.engine.budget import BudgetPlan, describe, plan_steps, validation_interval
+from lanner.engine.history import read_history
 from lanner.tasks.classify.setup import default_input_size
-from tests.helpers import write_digit_folders
+from lanner.tasks.classify.training import mix_batch
 
 
 def test_the_budget_buys_whole_epochs_then_a_partial_one():
@@ -51,3 +59,29 @@ def test_small_images_train_at_their_own_resolution(tmp_path):
     Image.new("RGB", (640, 480)).save(photos / "a" / "1.jpg")
     (photos / "b" / "broken.jpg").write_bytes(b"not an image")  # skipped here, reported by the cache
     assert default_input_size(128, read_dataset(str(photos))) == 128
+
+
+def test_mixup_and_cutmix_targets_match_what_was_mixed(tmp_path):
+    # Each image one constant value, its own class: what a pixel holds says whose it is.
+    n, c = 6, 6
+    x = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 16, 16).clone()
+    y = torch.arange(n)
+    mixed, soft = mix_batch(x.clone(), y, c, (0.4, 0.0), torch.Generator().manual_seed(1))
+    assert torch.allclose(soft.sum(1), torch.ones(n))
+    # mixup: every pixel is the targets' weighted mean of the two images' values
+    assert torch.allclose(mixed[:, 0, 0, 0], soft @ torch.arange(1, c + 1, dtype=torch.float32))
+    again, _ = mix_batch(x.clone(), y, c, (0.4, 0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(mixed, again)  # the batch's generator decides everything (resumable)
+    cut, soft = mix_batch(x.clone(), y, c, (0.0, 1.0), torch.Generator().manual_seed(3))
+    kept = (cut == x).float().mean(dim=(1, 2, 3))  # share of each image's own pixels left
+    assert torch.allclose(soft[y, y], kept) and (kept < 1).any()
+
+
+def test_training_with_mixup_and_cutmix(tmp_path):
+    data = write_digit_folders(tmp_path / "digits", per_class=8)
+    config = make_config(
+        {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 16,
+         "epochs": 1, "batch_size": 8, "mixup": 0.2, "cutmix": 1.0, "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip
+    run = api.train(config, evaluate_after=False)
+    assert math.isfinite(float(read_history(run / "history.csv")[0]["train_loss"]))

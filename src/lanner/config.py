@@ -246,6 +246,10 @@ class TrainConfig(BaseModel):
     weight_decay: float = option(0.05, help="weight decay", ge=0)
     momentum: float = option(0.9, help="SGD momentum", ge=0)
     label_smoothing: float = option(0.0, help="classification: label smoothing", ge=0, lt=1)
+    mixup: float = option(
+        0.0, help="classification: mixup alpha (e.g. 0.2; 0 = off); with --cutmix, each batch picks one", ge=0
+    )
+    cutmix: float = option(0.0, help="classification: cutmix alpha (e.g. 1.0; 0 = off)", ge=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)  # its fields declare their own options
 
     augment: Literal["none", "light", "default", "strong"] = option("default", help="augmentation")

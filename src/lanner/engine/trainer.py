@@ -182,8 +182,10 @@ class Trainer:
         self.run, self.device, self.precision = RunDir(context.run_dir), context.device, context.precision
         self.extra_checkpoint = settings.identity
         self.time_budget_s = settings.time_budget_s
-        # --time counts from this start (a resume's budget is its own), validation included.
-        self._wall_at_start, self._overhead_s = state.wall_seconds, 0.0
+        # --time counts validation too. The first segment's budget is the whole run's (a resumed
+        # Ctrl-C finishes the plan it had); a resume that gave a new --time starts its own.
+        self._wall_at_start = state.wall_seconds if len(state.segments) > 1 else 0.0
+        self._overhead_s = 0.0
         self._validate_every = 1
         self.freeze, self._freeze_told = settings.freeze, False
         device, precision = self.device, self.precision
@@ -360,7 +362,7 @@ class Trainer:
         overhead = estimated_overhead(step_s, self.task.batch_size, self.task.num_val_images)
         self._overhead_s = overhead
         elapsed = time.perf_counter() - epoch_start
-        plan = plan_steps(self.time_budget_s - elapsed, self.steps_per_epoch, step_s, overhead)
+        plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, overhead)
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
 

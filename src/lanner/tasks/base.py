@@ -33,12 +33,14 @@ class TrainRecipe:
     label_smoothing: float = 0.0
     min_visibility: float = 0.5  # detection: a box less visible than this after a crop is dropped
     seed: int = 0
+    mixup: float = 0.0  # classification: Beta(alpha, alpha) of mixup / cutmix; 0 = off
+    cutmix: float = 0.0
 
     @classmethod
     def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
         return cls(
             batch_size, config.augment, config.hflip, config.balance, config.label_smoothing,
-            config.min_visibility, config.seed,
+            config.min_visibility, config.seed, config.mixup, config.cutmix,
         )  # fmt: skip
 
 
