@@ -25,7 +25,8 @@ def digits(tmp_path_factory):
 
 def _train(tmp_path, data, run, **kw):
     base = {"data": str(data), "run": str(tmp_path / run), "model": "test_resnet", "image_size": 16}
-    base |= {"batch_size": 8, "cache_dir": str(tmp_path / "cache"), "hflip": False, "lr": 0.01, "schedule": "constant"}
+    base |= {"batch_size": 8, "cache_dir": str(tmp_path / "cache"), "hflip": False}
+    base |= {"lr": 0.01, "schedule": "constant"}  # resumes go on at the same LR
     return api.train(make_config(base | kw), evaluate_after=False)
 
 
