@@ -14,6 +14,7 @@ from lanner import api
 from lanner.config import make_config
 from lanner.engine.checkpoint import load_checkpoint
 from lanner.errors import ConfigError
+from lanner.tasks.loading import load_run
 
 BODY, FPN, CLS = "backbone.body.", "backbone.fpn.", "head.classification_head.cls_logits."
 
@@ -51,6 +52,12 @@ def test_imagenet_backbone_then_heads_only_then_class_surgery(offline, rbc):
     body = [k for k in state_a if k.startswith(BODY)]
     for k in body:  # timm's features_only names are the classifier's here (test_resnet)
         assert torch.equal(state_a[k], source[k[len(BODY) :]]), k
+    # test_resnet.r160_in1k's pretrained config says mean = std = 0.5: the run normalises so, and so
+    # does the model rebuilt from its checkpoint (eval, predict, export).
+    half = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert load_checkpoint(a / "checkpoints" / "last.ckpt")["meta"]["normalize"] == half
+    transform = load_run(a, "last").model.transform
+    assert transform.image_mean == half["mean"] and transform.image_std == half["std"]
 
     b = _train(tmp_path, rbc, "b", pretrained=str(a), freeze="backbone,fpn")
     state_b = _state(b)
