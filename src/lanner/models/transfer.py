@@ -23,7 +23,7 @@ from torchvision.models.detection.ssd import SSDClassificationHead
 from torchvision.models.detection.ssdlite import SSDLiteClassificationHead
 
 from lanner.errors import CheckpointError, ConfigError
-from lanner.models.pretrained import WeightsSource, backbone_weights_enum, fetch, read_weights
+from lanner.models.pretrained import WeightsSource, fetch, read_weights
 
 MIN_LOADED = 0.5  # refuse a load that fills less than this share of the tensors it is meant for
 SHOWN = 6  # names listed per category in the printed summary
@@ -163,17 +163,11 @@ def _timm_state(source: WeightsSource, model: nn.Module) -> dict[str, torch.Tens
 
 
 def _torchvision_backbone_state(source: WeightsSource) -> dict[str, torch.Tensor]:
-    """The ImageNet backbone as torchvision builds it into the detector (``weights_backbone``, which
-    reads the file now in torch's cache), named from the feature extractor down (``layer1.0...``)."""
-    from torchvision.models import detection
-
-    builder = getattr(detection, source.torchvision)
-    try:
-        built = builder(weights=None, weights_backbone=backbone_weights_enum(source.torchvision))
-    except Exception as e:  # a corrupt or foreign file in the cache
-        raise CheckpointError(f"{source.path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    body = "backbone.body."
-    return {k[len(body) :]: v for k, v in built.state_dict().items() if k.startswith(body)}
+    """torchvision's ImageNet classifier weights, named as the detector's feature extractor names
+    them under ``backbone.body.``: a ResNet's as they are (``layer1.0...``), a MobileNet's
+    ``features.N...`` as ``N...`` (torchvision's extractors wrap ``features`` directly)."""
+    state, _ = read_weights(source.path)
+    return {k.removeprefix("features."): v for k, v in state.items()}
 
 
 def load_pretrained(model: nn.Module, source: WeightsSource, classes: Classes) -> dict:
