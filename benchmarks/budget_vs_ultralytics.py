@@ -62,10 +62,14 @@ def scores(truth: list[str], predicted: list[str]) -> dict:
     }
 
 
-def run_lanner(root: Path, test: list[tuple[Path, str]], minutes: float, work: Path) -> dict:
+def run_lanner(
+    root: Path, test: list[tuple[Path, str]], minutes: float, work: Path, overrides: dict | None = None
+) -> dict:
+    name = "-".join(f"{k}={v}" for k, v in (overrides or {}).items())
     config = make_config(
-        {"data": str(root), "run": str(work / f"lanner-{minutes:g}m"), "time": f"{minutes:g}m"}
-    )
+        {"data": str(root), "run": str(work / f"lanner-{minutes:g}m{name}"), "time": f"{minutes:g}m",
+         **(overrides or {})}
+    )  # fmt: skip
     start = time.perf_counter()
     run = api.train(config, Console(quiet=True), evaluate_after=False)
     train_s = time.perf_counter() - start
@@ -82,8 +86,9 @@ def run_lanner(root: Path, test: list[tuple[Path, str]], minutes: float, work: P
 
 
 def run_ultralytics(root: Path, test, minutes: float, work: Path, model_yaml: str, imgsz: int) -> dict:
-    from ultralytics import YOLO
+    from ultralytics import YOLO, settings
 
+    settings.update({"mlflow": False})  # it would log into the working directory's MLflow store
     model = YOLO(model_yaml)
     start = time.perf_counter()
     model.train(
@@ -113,6 +118,13 @@ def main() -> None:
         "--imgsz", type=int, default=128, help="Ultralytics' input size (lanner picks its own)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--lanner",
+        nargs="*",
+        default=[""],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="lanner variants to train (ablations), e.g. model=resnet18,image_size=128; '' = defaults",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 2)
     results = {"data": str(args.data), "threads": torch.get_num_threads(), "budgets": {}}
@@ -121,8 +133,12 @@ def main() -> None:
         split = split_folders(args.data, work / "data")
         results["images"] = {k: len(v) for k, v in split.items()}
         for minutes in args.minutes:
-            row = {"lanner": run_lanner(work / "data", split["test"], minutes, work)}
-            print(minutes, "lanner", row["lanner"], flush=True)
+            row = {}
+            for variant in args.lanner:
+                overrides = dict(kv.split("=", 1) for kv in variant.split(",") if kv)
+                key = f"lanner {variant}".strip()
+                row[key] = run_lanner(work / "data", split["test"], minutes, work, overrides)
+                print(minutes, key, row[key], flush=True)
             for peer in args.peers:
                 row[peer] = run_ultralytics(work / "data", split["test"], minutes, work, peer, args.imgsz)
                 print(minutes, peer, row[peer], flush=True)

@@ -21,7 +21,7 @@ def write_history(path: str | Path, rows: list[dict]) -> None:
     """Rewrite history.csv from the run's rows (atomic; the checkpoint holds the same rows)."""
     if not rows:
         return
-    cols = columns_for(rows[0])
+    cols = columns_for({k: None for row in rows for k in row})  # a partial last epoch adds a column
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

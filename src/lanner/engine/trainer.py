@@ -3,7 +3,8 @@
 A task (classification, detection) supplies batches, a loss and a validation pass; the trainer
 owns everything else: LR from the run's schedule segments, mixed precision, history.csv and curves
 written every epoch, last/best checkpoints, early stopping, a wall-clock budget, and a resumable
-checkpoint on Ctrl-C or SIGTERM. An epoch is always one full pass over the training set.
+checkpoint on Ctrl-C or SIGTERM. An epoch is one full pass over the training set; only the last
+epoch of a ``--time`` run may be cut short, so that the budget is used whole (see engine/budget.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ from rich.progress import (
 )
 
 from lanner.engine import distributed
+from lanner.engine.budget import (
+    FEW_STEPS,
+    BudgetPlan,
+    describe,
+    estimated_overhead,
+    plan_steps,
+    too_few_steps,
+    validation_interval,
+)
 from lanner.engine.callbacks import Callback
 from lanner.engine.checkpoint import save_checkpoint
 from lanner.engine.history import write_history, write_segments
@@ -46,6 +56,7 @@ class TrainTask(Protocol):
 
     monitor: str  # default metric for best checkpoint / early stopping, e.g. "val_acc"
     num_train_images: int
+    num_val_images: int
     batch_size: int
 
     def steps_per_epoch(self) -> int: ...
@@ -174,6 +185,9 @@ class Trainer:
         self.run, self.device, self.precision = RunDir(context.run_dir), context.device, context.precision
         self.extra_checkpoint = settings.identity
         self.time_budget_s = settings.time_budget_s
+        # --time counts from this start (a resume's budget is its own), validation included.
+        self._wall_at_start, self._overhead_s = state.wall_seconds, 0.0
+        self._validate_every = 1
         self.freeze, self._freeze_told = settings.freeze, False
         device, precision = self.device, self.precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
@@ -212,13 +226,14 @@ class Trainer:
                 st.step_in_epoch += 1
                 progress.update(bar, advance=1, loss=loss)
                 self._maybe_fit_time_budget(start, st.step_in_epoch - epoch_start_step)
-                if self._stop_agreed(stop):
+                if self._stop_agreed(stop) or self._budget_spent(start):
                     break
         elapsed = time.perf_counter() - start
         st.train_seconds += elapsed
         # Every process's losses and images count (sums over the group; unchanged for one process).
         loss_sum, loss_n, seen = distributed.sum_on_device([loss_sum, loss_n, seen], self.dist, self.device)
         self._epoch_speed = (seen / elapsed if elapsed > 0 else 0.0, elapsed)
+        self._epoch_steps = st.step_in_epoch
         # Added to what the epoch saw before an interruption: kept if this one is interrupted too.
         st.partial_loss_sum += float(loss_sum)
         st.partial_images += int(loss_n)
@@ -244,14 +259,10 @@ class Trainer:
         """Validate, record, checkpoint; True when training should stop early."""
         st = self.state
         st.epoch += 1
+        fraction = self._epoch_steps / self.steps_per_epoch
         st.step_in_epoch, st.partial_loss_sum, st.partial_images = 0, 0.0, 0
         images_per_s, epoch_time = self._epoch_speed
-        self.model.eval()
-        metrics = {}
-        if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
-            with torch.no_grad(), self._autocast():
-                metrics = self.task.validate(self.raw_model)
-        metrics = distributed.broadcast(metrics, self.dist)
+        metrics = self._validate() if self._validates(st.epoch) else {}
         row = {
             "epoch": st.epoch,
             "segment": st.segments[-1].index,
@@ -261,12 +272,14 @@ class Trainer:
             "epoch_time_s": round(epoch_time, 3),
             "images_per_s": round(images_per_s, 2),
         }
+        if fraction < 1:  # the budget's end cut the last epoch short: say how much of it ran
+            row["epoch_fraction"] = round(fraction, 4)
         st.history.append(row)
         improved = self._update_best(metrics)
         # The wall time of this epoch so far (the checkpoint written next is the only part left out).
         self._epoch_wall = time.perf_counter() - epoch_start
         st.wall_seconds += self._epoch_wall
-        self._refit_time_budget()
+        self._refit_time_budget(epoch_time)
         if self.dist.is_main:
             self._write_outputs(improved)
             self.callbacks.on_epoch_end(row)
@@ -274,6 +287,19 @@ class Trainer:
         return self._should_stop()
 
     # ------------------------------------------------------------------------------------ helpers
+    def _validate(self) -> dict[str, float]:
+        self.model.eval()
+        metrics = {}
+        if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
+            with torch.no_grad(), self._autocast():
+                metrics = self.task.validate(self.raw_model)
+        return distributed.broadcast(metrics, self.dist)
+
+    def _validates(self, epoch: int) -> bool:
+        """Every epoch, except in a --time run whose validation would eat too much of the budget:
+        then every k-th epoch and the last (see budget.validation_interval)."""
+        return epoch % self._validate_every == 0 or epoch >= self.state.total_epochs
+
     def _update_best(self, metrics: dict) -> bool:
         st = self.state
         value = metrics.get(st.monitor)
@@ -296,9 +322,8 @@ class Trainer:
                 f"(best {st.best_value:.4f} at epoch {st.best_epoch})"
             )
             return True
-        # Stop when another epoch like the last one would overrun the wall-clock budget.
         budget = self.time_budget_s
-        if budget is not None and st.epoch < st.total_epochs and st.wall_seconds + self._epoch_wall > budget:
+        if budget is not None and st.epoch < st.total_epochs and self._budget_left() <= 0:
             spent = f"{st.wall_seconds:.0f}s of {budget:.0f}s"
             self.console.print(f"time budget reached after epoch {st.epoch} ({spent})")
             return True
@@ -327,42 +352,70 @@ class Trainer:
     def _maybe_fit_time_budget(self, epoch_start: float, steps_done: int) -> None:
         """With --time, size the run from the first steps' speed and lay the schedule over it."""
         st = self.state
-        if (
-            self.time_budget_s is None
-            or st.epoch > 0
-            or len(st.segments) > 1
-            or st.segments[0].reason == "timed"
-        ):
+        if self.time_budget_s is None or st.epoch > 0 or len(st.segments) > 1:
+            return
+        if st.segments[0].reason == "timed":
             return
         probe = min(max(3, self.steps_per_epoch // 5), self.steps_per_epoch)
         if steps_done < probe:
             return
-        per_step = (time.perf_counter() - epoch_start) / steps_done
-        # Validation costs roughly a third of a training pass over the same number of images.
-        per_epoch = per_step * self.steps_per_epoch * 1.15
-        epochs = max(1, int(self.time_budget_s // per_epoch))
-        st.total_epochs = epochs
-        seg = st.segments[0]
-        seg.end_step = epochs * self.steps_per_epoch
-        seg.reason = "timed"
-        self.console.print(
-            f"time budget {self.time_budget_s:.0f}s: about {per_epoch:.1f}s per epoch -> {epochs} epochs; "
-            f"LR schedule laid out over {seg.end_step} steps"
-        )
+        step_s = (time.perf_counter() - epoch_start) / steps_done
+        overhead = estimated_overhead(step_s, self.task.batch_size, self.task.num_val_images)
+        self._overhead_s = overhead
+        elapsed = time.perf_counter() - epoch_start
+        plan = plan_steps(self.time_budget_s - elapsed, self.steps_per_epoch, step_s, overhead)
+        self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
+        st.segments[0].reason = "timed"
 
-    def _refit_time_budget(self) -> None:
-        """After the first whole epoch (validation included) its wall time sizes the run for good."""
+    def _refit_time_budget(self, train_s: float) -> None:
+        """After every epoch, its measured step time and validation cost size the rest, so that the
+        schedule still ends where the budget does when epochs slow down (longer curves, a busy CPU)."""
         st = self.state
-        if self.time_budget_s is None or st.epoch != 1 or len(st.segments) > 1:
+        if self.time_budget_s is None or len(st.segments) > 1 or st.segments[0].reason != "timed":
             return
-        epochs = max(1, int(self.time_budget_s // max(self._epoch_wall, 1e-6)))
-        if epochs != st.total_epochs:
-            st.total_epochs = epochs
-            st.segments[0].end_step = epochs * self.steps_per_epoch
+        if st.epoch >= st.total_epochs:
+            return  # the planned steps are done
+        step_s = train_s / max(self._epoch_steps, 1)
+        if st.history[-1].keys() & {st.monitor, "val_loss"}:  # validated: its cost measured
+            self._overhead_s = max(self._epoch_wall - train_s, 0.0)
+        if st.epoch == 1:
+            self._space_validation(self._overhead_s, train_s)
+        overhead = self._overhead_s / self._validate_every  # what an epoch costs on average
+        plan = plan_steps(self._budget_left(), self.steps_per_epoch, step_s, overhead)
+        self._lay_out(BudgetPlan(st.step + plan.steps, st.epoch + plan.epochs), step_s, f"epoch {st.epoch}")
+
+    def _space_validation(self, validation_s: float, train_s: float) -> None:
+        self._validate_every = validation_interval(validation_s, train_s)
+        if self._validate_every > 1:
             self.console.print(
-                f"first epoch took {self._epoch_wall:.1f}s with validation: {epochs} epochs fit the budget; "
-                f"LR schedule laid out over {st.segments[0].end_step} steps"
+                f"validation took {validation_s:.0f}s against {train_s:.0f}s of training: within "
+                f"--time it runs every {self._validate_every} epochs (and after the last)"
             )
+
+    def _lay_out(self, plan: BudgetPlan, step_s: float, measured_on: str) -> None:
+        st, seg = self.state, self.state.segments[0]
+        told = plan.epochs == st.total_epochs and seg.reason == "timed"
+        st.total_epochs, seg.end_step = plan.epochs, plan.steps
+        if told:
+            return  # a small correction: the same number of epochs, not worth a line
+        self.console.print(
+            f"time budget {self.time_budget_s:.0f}s at {step_s:.2f}s per step ({measured_on}): "
+            f"{describe(plan, self.steps_per_epoch)}; LR schedule laid out over {plan.steps} steps"
+        )
+        if plan.steps < FEW_STEPS and seg.reason != "timed":
+            self.console.print(f"[yellow]{too_few_steps(plan.steps)}[/]")
+
+    def _budget_left(self) -> float:
+        return (self.time_budget_s or 0.0) - (self.state.wall_seconds - self._wall_at_start)
+
+    def _budget_spent(self, epoch_start: float) -> bool:
+        """With --time: the planned steps are done, or the clock says so (a plan made on a
+        too-hopeful estimate must not overrun); the epoch ends here and is validated."""
+        if self.time_budget_s is None:
+            return False
+        if self.state.step >= self.state.segments[-1].end_step:
+            return True
+        return time.perf_counter() - epoch_start + self._overhead_s >= self._budget_left()
 
     def _start_epoch(self, epoch: int) -> None:
         """Freeze what ``--freeze`` says for this epoch; (re-)wrap for DDP when what trains changed."""

@@ -125,6 +125,10 @@ class DetectionTask:
     def num_train_images(self) -> int:
         return len(self.train_idx)
 
+    @property
+    def num_val_images(self) -> int:
+        return len(self.val_idx)
+
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_idx) / self.batch_size)
 
