@@ -275,8 +275,8 @@ class TrainConfig(BaseModel):
         ge=0,
     )
     freeze: str | None = option(
-        help="freeze backbone (whole run), backbone:N (N epochs), stages:K (stem + K stages), "
-        "fpn, rpn; comma-separated",
+        help="freeze backbone (whole run), backbone:N (N epochs, then unfrozen: a new segment), "
+        "stages:K (stem + K stages), fpn, rpn; comma-separated (lift it later: resume --unfreeze)",
         commands=("train",),
         pattern=r"^\s*(backbone|fpn|rpn|stages)(:\d+)?\s*(,\s*(backbone|fpn|rpn|stages)(:\d+)?\s*)*$",
     )

@@ -10,6 +10,7 @@ epoch of a ``--time`` run may be cut short, so that the budget is used whole (se
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import signal
 import time
@@ -42,7 +43,8 @@ from lanner.engine.callbacks import Callback
 from lanner.engine.checkpoint import save_checkpoint
 from lanner.engine.history import write_history, write_segments
 from lanner.engine.plots import plot_curves
-from lanner.engine.schedules import Segment, lr_at
+from lanner.engine.schedules import Segment, lr_at, next_segment
+from lanner.engine.setup import now
 from lanner.errors import Interrupted
 from lanner.models.devices import autocast_for
 from lanner.models.weights import FreezePlan, apply_freeze, keep_frozen_norms
@@ -173,10 +175,11 @@ class Trainer:
         settings: TrainSettings,
         callbacks: Callback | None = None,
     ) -> None:
-        """``model`` may be DDP-wrapped (``context.dist`` enabled); ``task`` then hands out this
-        process's share."""
-        self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
+        """``model`` is the bare model; with several processes (``context.dist``) the trainer wraps it
+        in DDP itself, after freezing, and ``task`` hands out this process's share."""
+        self.task, self.optimizer, self.state = task, optimizer, state
         self.raw_model = distributed.unwrap(model)  # what is validated and saved
+        self.model: torch.nn.Module | None = None  # what trains: raw_model, or its DDP wrapper
         self.dist, self.console = context.dist, context.console
         self.callbacks = callbacks or Callback()  # told of every epoch on process 0
         self.run, self.device, self.precision = RunDir(context.run_dir), context.device, context.precision
@@ -198,7 +201,7 @@ class Trainer:
         with _StopFlag() as stop:
             while st.epoch < st.total_epochs:
                 epoch_start = time.perf_counter()
-                self._set_freeze(st.epoch)
+                self._start_epoch(st.epoch)
                 train_loss = self._train_epoch(stop)
                 if self._stop_agreed(stop):
                     st.wall_seconds += time.perf_counter() - epoch_start
@@ -416,16 +419,49 @@ class Trainer:
             return True
         return time.perf_counter() - epoch_start + self._overhead_s >= self._budget_left()
 
-    def _set_freeze(self, epoch: int) -> None:
+    def _start_epoch(self, epoch: int) -> None:
+        """Freeze what ``--freeze`` says for this epoch; (re-)wrap for DDP when what trains changed."""
+        changed = self._set_freeze(epoch)
+        if self.model is not None and not (changed and self.dist.enabled):
+            return
+        if self.model is not None:
+            # DDP averages the gradients of the parameters that required them when it wrapped the
+            # model: frozen ones are left out, and unfrozen ones need a new wrapper (torch's advice).
+            self.model = None
+            gc.collect()  # the old wrapper's gradient hooks go with it
+        self.model = distributed.wrap(self.raw_model, self.dist, self.device)
+
+    def _set_freeze(self, epoch: int) -> bool:
+        """Apply the freeze plan for ``epoch``; whether that changed which parameters train."""
         plan = self.freeze
         if plan is None:
-            return
-        count = apply_freeze(self.raw_model, plan, frozen=plan.active(epoch))
-        if epoch == plan.epochs:
-            self.console.print(f"epoch {epoch + 1}: backbone unfrozen, training all layers")
-        elif not self._freeze_told:
-            self.console.print(f"{plan.describe()} ({count} tensors)")
+            return False
+        before = [p.requires_grad for p in self.raw_model.parameters()]
+        frozen = plan.active(epoch)
+        count = apply_freeze(self.raw_model, plan, frozen=frozen)
+        if not frozen:
+            self._record_unfreeze(plan)
+        if not self._freeze_told or epoch == plan.epochs:
+            self._tell_freeze(plan, epoch, count)
         self._freeze_told = True
+        return before != [p.requires_grad for p in self.raw_model.parameters()]
+
+    def _record_unfreeze(self, plan: FreezePlan) -> None:
+        """``--freeze backbone:N`` ends: a new segment of the run (once; a resume finds it recorded)."""
+        st = self.state
+        if any(s.reason == "unfreeze" for s in st.segments):
+            return
+        change = {"freeze": [plan.text, None]}
+        st.segments.append(next_segment(st.segments[-1], st.epoch, st.step, "unfreeze", change, now()))
+
+    def _tell_freeze(self, plan: FreezePlan, epoch: int, count: int) -> None:
+        if plan.active(epoch):
+            self.console.print(f"{plan.describe()} ({count} tensors)")
+            return
+        segment = next(s.index for s in self.state.segments if s.reason == "unfreeze")
+        when = f"epoch {epoch + 1}:" if epoch == plan.epochs else f"since epoch {plan.epochs + 1}:"
+        parts = ", ".join(plan.parts)
+        self.console.print(f"{when} {parts} unfrozen, training all layers (segment {segment})")
 
     def _autocast(self):
         return autocast_for(self.device, self.precision)

@@ -87,6 +87,7 @@ class DetectionTask:
     """Supplies the trainer with batches, loss and COCO validation metrics for object detection."""
 
     monitor = "val_map"
+    normalize: dict | None = None  # the pretrained backbone's mean/std, when not ImageNet's (prepare sets it)
 
     def __init__(
         self,
@@ -196,4 +197,5 @@ class DetectionTask:
             "image_size": self.image_size,
             "letterbox": {"fill": list(FILL), "align": "top-left"},
             "score_threshold": self.score_threshold,
+            **({"normalize": self.normalize} if self.normalize else {}),
         }
