@@ -290,6 +290,11 @@ class TrainConfig(BaseModel):
     monitor: str | None = option(
         help="metric for best checkpoint (val_acc, val_loss, val_map)", commands=("train", "resume")
     )
+    eval_train: int | None = option(
+        help="training images scored like val each epoch, no augmentation, for train-vs-val curves "
+        "(default: as many as val; 0: none)",
+        ge=0,
+    )
     seed: int = option(0, help="random seed (split, order, augmentation)")
     device: str = option("auto", help="auto, cpu, cuda, cuda:1")
     precision: Precision = option("auto", help="numeric precision")
@@ -364,6 +369,12 @@ class InferenceOptions(BaseModel):
         False,
         help="DATA given: read images its annotation file places outside its folder (files you trust)",
         commands=("eval",),
+    )
+    score_threshold: float | None = option(
+        help="score threshold for every class (default: each class's own, chosen on val)",
+        commands=INFERENCE,
+        ge=0,
+        le=1,
     )
     topk: int = option(5, help="classification: classes listed per image", commands=("predict",), ge=1)
     format: str | None = option(help="detection output: coco, csv, labelme, yolo", commands=("predict",))

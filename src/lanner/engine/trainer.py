@@ -41,7 +41,7 @@ from lanner.engine.budget import (
 )
 from lanner.engine.callbacks import Callback
 from lanner.engine.checkpoint import save_checkpoint
-from lanner.engine.history import write_history, write_segments
+from lanner.engine.history import overfitting_start, write_history, write_segments
 from lanner.engine.plots import plot_curves
 from lanner.engine.schedules import Segment, lr_at, next_segment
 from lanner.engine.setup import now
@@ -191,6 +191,7 @@ class Trainer:
         self._overhead_s = 0.0
         self._validate_every = 1
         self.freeze, self._freeze_told = settings.freeze, False
+        self._overfitting_told = False
         device, precision = self.device, self.precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
         self.steps_per_epoch = task.steps_per_epoch()
@@ -286,7 +287,20 @@ class Trainer:
             self._write_outputs(improved)
             self.callbacks.on_epoch_end(row)
         self._print_epoch(row, improved)
+        self._note_overfitting()
         return self._should_stop()
+
+    def _note_overfitting(self) -> None:
+        """Say once when val stopped improving while the same metric on training images kept improving."""
+        found = overfitting_start(self.state.history, self.state.monitor)
+        if found is None or self._overfitting_told:
+            return
+        self._overfitting_told = True
+        self.console.print(
+            f"[yellow]over-fitting[/] from epoch {found['epoch']}: {found['monitor']} has not improved since "
+            f"epoch {found['best_epoch']} while {found['train_metric']} kept improving "
+            "(more data, more augmentation or fewer epochs may help)"
+        )
 
     # ------------------------------------------------------------------------------------ helpers
     def _validate(self) -> dict[str, float]:

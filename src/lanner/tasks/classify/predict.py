@@ -17,8 +17,10 @@ from lanner.data.pixels import Preprocessing, eval_batch
 from lanner.errors import DataError
 from lanner.predict.inputs import expand_inputs
 from lanner.tasks.loading import LoadedRun
+from lanner.tasks.run_thresholds import class_thresholds
 
-COLUMNS = ["path", "label", "score", "topk", "error"]
+# confident: the top class's score reaches that class's threshold (chosen on val, or --score-threshold)
+COLUMNS = ["path", "label", "score", "topk", "confident", "error"]
 
 
 @torch.no_grad()
@@ -41,7 +43,7 @@ def classify_paths(model, prep: Preprocessing, paths: list[Path], batch_size: in
             yield p, probs.get(p), errors.get(p)
 
 
-def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> dict:
+def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int, thresholds: np.ndarray) -> dict:
     scores, idx = probs.topk(k)
     top = [(classes[i], float(s)) for s, i in zip(scores, idx, strict=True)]
     return {
@@ -49,6 +51,7 @@ def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> dict:
         "label": top[0][0],
         "score": round(top[0][1], 6),
         "topk": ";".join(f"{c}:{s:.4f}" for c, s in top),
+        "confident": "yes" if float(scores[0]) >= thresholds[int(idx[0])] else "no",
         "error": "",
     }
 
@@ -58,13 +61,16 @@ def predict_classification(
 ) -> list[dict]:
     prep = Preprocessing.from_dict(loaded.meta.get("preprocessing"))
     k = min(options.topk, len(loaded.classes))
+    thresholds = class_thresholds(loaded, options.score_threshold, 0.0, None)
     rows = []
     for path, probs, error in classify_paths(loaded.model, prep, expand_inputs(inputs), 32, loaded.device):
         if probs is None:
             console.print(f"[yellow]skipped[/] {error}")
-            rows.append({"path": str(path), "label": "", "score": "", "topk": "", "error": error})
+            rows.append(
+                {"path": str(path), "label": "", "score": "", "topk": "", "confident": "", "error": error}
+            )
         else:
-            rows.append(_row(path, probs, loaded.classes, k))
+            rows.append(_row(path, probs, loaded.classes, k, thresholds))
     out = Path(out) if out else loaded.run.predictions / "predictions.csv"
     _write_rows(out, rows)
     console.print(f"{sum(1 for r in rows if not r['error'])} image(s) classified -> {out}")

@@ -154,6 +154,7 @@ class ClassificationTask:
         self.mix_alphas = (recipe.mixup, recipe.cutmix)
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
+        self.train_eval_idx = recipe.train_eval_sample(self.train_idx, len(self.val_idx))
         self.classes, self.prep, self.batch_size = classes, prep, batch_size
         self.device = device or torch.device("cpu")
         counts = np.bincount(labels[self.train_idx], minlength=len(classes)).astype(np.float64)
@@ -224,18 +225,23 @@ class ClassificationTask:
             out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
+    def _accuracy(self, logits: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
+        metrics = {f"{prefix}_acc": (logits.argmax(1) == y).float().mean().item()}
+        if len(self.classes) >= 5:
+            top5 = logits.topk(5, dim=1).indices
+            metrics[f"{prefix}_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
+        return metrics
+
     def validate(self, model) -> dict[str, float]:
+        """Val metrics, and the same accuracy on the fixed sample of training images (no augmentation)."""
         if len(self.val_idx) == 0:
             return {}
         logits = self.predict_logits(model, self.val_idx)
         y = self.labels[self.val_idx]
-        metrics = {
-            "val_loss": F.cross_entropy(logits, y).item(),
-            "val_acc": (logits.argmax(1) == y).float().mean().item(),
-        }
-        if len(self.classes) >= 5:
-            top5 = logits.topk(5, dim=1).indices
-            metrics["val_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
+        metrics = {"val_loss": F.cross_entropy(logits, y).item(), **self._accuracy(logits, y, "val")}
+        if len(self.train_eval_idx):
+            train_logits = self.predict_logits(model, self.train_eval_idx)
+            metrics |= self._accuracy(train_logits, self.labels[self.train_eval_idx], "train")
         return {**metrics, **balanced_metrics(logits.argmax(1), y, len(self.classes))}
 
     def meta(self) -> dict:
