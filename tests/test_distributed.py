@@ -79,7 +79,9 @@ def test_two_processes_keep_frozen_tensors_bit_identical_and_unfreeze_after_n_ep
         "--no-eval",
         *tiny,
     ]
-    frozen = _lanner("train", *common, "--run", str(tmp_path / "a"), "--freeze", "backbone", cwd=tmp_path)
+    frozen = _lanner(
+        "train", *common, "--run", str(tmp_path / "a"), "--freeze", "backbone", "--epochs=1", cwd=tmp_path
+    )
     assert frozen.returncode == 0, frozen.stdout + frozen.stderr
     state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["state_dict"]
     backbone = [k for k in weights if not k.startswith("fc.")]  # BatchNorm running statistics included
