@@ -312,7 +312,8 @@ def resume(
     if given.get("lr") == "auto":
         raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
     api.relaunch(devices)
-    api.resume(run, console, evaluate_after=not no_eval, unfreeze=unfreeze, **_nested(given))
+    flags = {"unfreeze": True} if unfreeze else {}  # only what was given reaches the api
+    api.resume(run, console, evaluate_after=not no_eval, **flags, **_nested(given))
 
 
 def _show_schedule(cfg, steps_per_epoch, num_images, out) -> None:
