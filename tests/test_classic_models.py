@@ -31,7 +31,7 @@ def classic_runs(tmp_path_factory) -> dict[str, Path]:
         values = {"data": str(data), "run": str(root / name), "model": name, "image_size": 16, "epochs": 1,
                   "batch_size": 8, "cache_dir": str(root / "cache"), "workers": 1}  # fmt: skip
         if name == "minivggnet":
-            values["freeze"] = "stages:1"  # the run summary marks what was frozen
+            values["freeze"] = "backbone"  # the run summary marks what was frozen
         runs[name] = api.train(make_config(values), evaluate_after=False)
     return runs
 
@@ -68,13 +68,13 @@ def test_summary_of_a_name_counts_parameters_and_multiply_adds():
 
 def test_summary_of_a_run_marks_the_frozen_blocks(classic_runs, capsys):
     s = api.model_summary(classic_runs["minivggnet"])
-    frozen = {b.name: b.frozen for b in s.blocks}
-    assert frozen["stage1"] == next(b.params for b in s.blocks if b.name == "stage1") > 0
-    assert frozen["stage2"] == frozen["fc"] == 0 and s.frozen == frozen["stage1"]
+    frozen, params = {b.name: b.frozen for b in s.blocks}, {b.name: b.params for b in s.blocks}
+    assert frozen["stage1"] == params["stage1"] > 0 and frozen["pre_logits"] == params["pre_logits"] > 0
+    assert frozen["fc"] == 0 and s.trainable == params["fc"] == 512 * 2 + 2
     assert s.input == "1x3x16x16" and s.blocks[-1].output == "1x2"
     assert cli.run_cli(["models", str(classic_runs["minivggnet"])]) == 0
     out = capsys.readouterr().out
-    assert "stage1" in out and "frozen: stem + 1 stages for the whole run" in out
+    assert "stage1" in out and "frozen: backbone for the whole run" in out
 
 
 def _probabilities(rows: list[dict]) -> np.ndarray:
