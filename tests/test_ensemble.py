@@ -49,7 +49,8 @@ def test_fused_boxes_equal_the_merge_of_each_runs_own_predictions(detectors, ima
     (entry,) = fused_doc["images"]
     want = fuse_models([_detections(r) for r in own], [2 / 3, 1 / 3])
     assert np.allclose(np.array(entry["boxes"]).reshape(-1, 4), want.boxes, atol=6e-3)  # the file rounds
-    assert np.allclose(entry["scores"], want.scores, atol=1e-4) and len(want) < sum(
+    # (untrained detectors' boxes seldom overlap, so few or none fuse: the equality is the check)
+    assert np.allclose(entry["scores"], want.scores, atol=1e-4) and len(want) <= sum(
         len(r["boxes"]) for r in own
     )
     members = json.loads((detectors[0] / "ensemble" / "ensemble.json").read_text())["members"]
