@@ -89,18 +89,20 @@ def train(config: TrainConfig, console: Console | None = None, *, evaluate_after
 
 
 def resume(
-    run: str | Path, console: Console | None = None, *, evaluate_after: bool = True, **changes
-) -> Path:
-    """Continue a run from its last checkpoint, optionally with new settings (a new segment)."""
+    run: str | Path, console: Console | None = None, *, evaluate_after: bool = True, unfreeze: bool = False,
+    **changes,
+) -> Path:  # fmt: skip
+    """Continue a run from its last checkpoint, optionally with new settings (a new segment);
+    ``unfreeze``: everything trains from here on (a run trained with ``--freeze``)."""
     changes = {k: v for k, v in changes.items() if v is not None}
-    ckpt, old, config = resuming.resumed_config(RunDir(run), changes)
+    ckpt, old, config = resuming.resumed_config(RunDir(run), changes, unfreeze)
     s = sessions.start(config, _console(console), Path(run), _prepare)
     s.prepared.model.load_state_dict(ckpt["state_dict"])
     optimizer = build_optimizer(s.prepared.model, config, base_lr(config))
     optimizer.load_state_dict(ckpt["optimizer"])
     spe = s.prepared.task.steps_per_epoch()
     state = resuming.restore_state(ckpt, s.run_dir, spe)
-    diff = resuming.changed(old, config, changes)
+    diff = resuming.changed(old, config, [*changes, *resuming.UNFROZEN])
     if diff:
         resuming.add_segment(state, config, diff, spe)
     if s.dist.is_main:

@@ -301,6 +301,9 @@ def resume(
     run: Annotated[Path, typer.Argument(help="run directory")],
     no_eval: NoEvalOpt = False,
     devices: DevicesOpt = 1,
+    unfreeze: Annotated[
+        bool, Opt("--unfreeze", help="train every layer from now on (a run trained with --freeze)")
+    ] = False,
     *,
     given: dict[str, Any],
 ) -> None:
@@ -309,7 +312,7 @@ def resume(
     if given.get("lr") == "auto":
         raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
     api.relaunch(devices)
-    api.resume(run, console, evaluate_after=not no_eval, **_nested(given))
+    api.resume(run, console, evaluate_after=not no_eval, unfreeze=unfreeze, **_nested(given))
 
 
 def _show_schedule(cfg, steps_per_epoch, num_images, out) -> None:

@@ -223,9 +223,8 @@ def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback) -> T
         time_budget_s=parse_duration(config.time) if config.time else None,
         freeze=parse_freeze(config.freeze, config.freeze_epochs),
     )
-    model = distributed.wrap(prepared.model, s.dist, s.device)
     return Trainer(
-        task=prepared.task, model=model, optimizer=optimizer, state=state, context=context,
+        task=prepared.task, model=prepared.model, optimizer=optimizer, state=state, context=context,
         settings=settings, callbacks=callbacks,
     )  # fmt: skip
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
@@ -33,13 +34,26 @@ class TrainRecipe:
     label_smoothing: float = 0.0
     min_visibility: float = 0.5  # detection: a box less visible than this after a crop is dropped
     seed: int = 0
+    mixup: float = 0.0  # classification: Beta(alpha, alpha) of mixup / cutmix; 0 = off
+    cutmix: float = 0.0
+    eval_train: int | None = None  # training images scored each epoch (None: as many as val)
 
     @classmethod
     def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
         return cls(
             batch_size, config.augment, config.hflip, config.balance, config.label_smoothing,
-            config.min_visibility, config.seed,
+            config.min_visibility, config.seed, config.mixup, config.cutmix, config.eval_train,
         )  # fmt: skip
+
+    def train_eval_sample(self, train_idx: np.ndarray, num_val: int) -> np.ndarray:
+        """The training images scored every epoch beside val: a fixed seeded sample (sorted), as many
+        as ``eval_train`` (default: as many as val), never more than there are."""
+        wanted = num_val if self.eval_train is None else self.eval_train
+        count = min(wanted, len(train_idx))
+        rng = np.random.default_rng(self.seed + 7919)  # its own stream: the epoch order is untouched
+        return (
+            np.sort(rng.choice(np.asarray(train_idx), count, replace=False)) if count > 0 else train_idx[:0]
+        )
 
 
 @dataclass

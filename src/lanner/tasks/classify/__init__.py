@@ -25,13 +25,13 @@ class Classify(Task):
         return build_classifier(meta.model_name, len(meta.classes))[0]
 
     def evaluate(self, loaded, data, split, options, console):
-        return evaluate_classification(loaded, data, split, console, options.allow_outside_root)
+        return evaluate_classification(loaded, data, split, console, options)
 
     def predict(self, loaded, inputs, out, options, console):
         return predict_classification(loaded, inputs, out, options, console)
 
     def evaluate_ensemble(self, ensemble, data, split, options, console):
-        return evaluate_classification_ensemble(ensemble, data, split, console, options.allow_outside_root)
+        return evaluate_classification_ensemble(ensemble, data, split, console, options)
 
     def predict_ensemble(self, ensemble, inputs, out, options, console):
         return predict_classification_ensemble(ensemble, inputs, out, options, console)

@@ -17,8 +17,10 @@ from lanner.data.pixels import Preprocessing, eval_batch
 from lanner.errors import ConfigError, DataError
 from lanner.predict.inputs import expand_inputs
 from lanner.tasks.loading import LoadedRun
+from lanner.tasks.run_thresholds import class_thresholds
 
-COLUMNS = ["path", "label", "score", "topk", "error"]
+# confident: the top class's score reaches that class's threshold (chosen on val, or --score-threshold)
+COLUMNS = ["path", "label", "score", "topk", "confident", "error"]
 
 
 @torch.no_grad()
@@ -41,7 +43,7 @@ def classify_paths(model, prep: Preprocessing, paths: list[Path], batch_size: in
             yield p, probs.get(p), errors.get(p)
 
 
-def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> dict:
+def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int, thresholds: np.ndarray) -> dict:
     scores, idx = probs.topk(k)
     top = [(classes[i], float(s)) for s, i in zip(scores, idx, strict=True)]
     return {
@@ -49,6 +51,7 @@ def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> dict:
         "label": top[0][0],
         "score": round(top[0][1], 6),
         "topk": ";".join(f"{c}:{s:.4f}" for c, s in top),
+        "confident": "yes" if float(scores[0]) >= thresholds[int(idx[0])] else "no",
         "error": "",
     }
 
@@ -72,19 +75,29 @@ def _combined(members: list[LoadedRun], weights: list[float], paths: list[Path])
 def _predict(members, weights, inputs, out: Path, options: InferenceOptions, console: Console) -> list[dict]:
     classes = members[0].classes
     k = min(options.topk, len(classes))
+    thresholds = _thresholds(members, options)
     rows = []
     for path, probs, error in _combined(members, weights, expand_inputs(inputs)):
         if probs is None:
             console.print(f"[yellow]skipped[/] {error}")
-            rows.append({"path": str(path), "label": "", "score": "", "topk": "", "error": error})
+            rows.append(
+                {"path": str(path), "label": "", "score": "", "topk": "", "confident": "", "error": error}
+            )
         else:
-            rows.append(_row(path, probs, classes, k))
+            rows.append(_row(path, probs, classes, k, thresholds))
     if options.columns:
         _write_submission(out, rows, options.columns, classes)
     else:
         _write_rows(out, rows)
     console.print(f"{sum(1 for r in rows if not r['error'])} image(s) classified -> {out}")
     return rows
+
+
+def _thresholds(members: list[LoadedRun], options: InferenceOptions) -> np.ndarray:
+    """One run: its per-class thresholds (see run_thresholds); an ensemble: --score-threshold or 0."""
+    if len(members) == 1:
+        return class_thresholds(members[0], options.score_threshold, 0.0, None)
+    return np.full(len(members[0].classes), float(options.score_threshold or 0.0))
 
 
 def predict_classification(

@@ -30,6 +30,7 @@ from lanner.predict.tiled import score_floor
 from lanner.tasks.detect.tiled import detect_stream, resolve_tiling
 from lanner.tasks.detect.training import detect_canvases
 from lanner.tasks.loading import LoadedRun
+from lanner.tasks.run_thresholds import class_thresholds
 
 FORMATS = ("coco", "csv", "labelme", "yolo")
 # lanner's writer name per --format, and the output path under the output folder (file or folder).
@@ -123,7 +124,7 @@ def _detect_files_tiled(
 
 
 def predictions_dataset(
-    classes: list[str], results: list[tuple[Path, tuple, Detections]], score_threshold: float
+    classes: list[str], results: list[tuple[Path, tuple, Detections]], score_threshold: float | np.ndarray
 ) -> Dataset:
     records = []
     for path, (w, h), det in results:
@@ -150,7 +151,8 @@ def write_predictions(dataset: Dataset, fmt: str, out: Path) -> Path:
     return write_dataset(dataset, writer, target)
 
 
-def scores_document(classes: list[str], results: list, score_threshold: float) -> dict:
+def scores_document(classes: list[str], results: list, score_threshold: np.ndarray) -> dict:
+    """detections.json: every kept box with its score; ``score_threshold`` [C] per class."""
     images = []
     for path, (w, h), det in results:
         shown = det.above(score_threshold)
@@ -164,7 +166,12 @@ def scores_document(classes: list[str], results: list, score_threshold: float) -
                 "labels": [classes[int(c)] for c in shown.labels],
             }
         )
-    return {"classes": list(classes), "score_threshold": score_threshold, "images": images}
+    return {
+        "classes": list(classes),
+        "score_threshold": float(score_threshold.min(initial=1.0)),
+        "class_thresholds": dict(zip(classes, score_threshold.tolist(), strict=True)),
+        "images": images,
+    }
 
 
 # ------------------------------------------------------------------------------------------ render
@@ -242,7 +249,8 @@ def predict_detection_files(
     score_threshold: float | None = None,
 ) -> list[dict]:
     """Detect objects in files/folders/globs; write ``options.format`` (+ detections.json) under ``out``.
-    Boxes scoring ``score_threshold`` (default: the run's) or more are kept."""
+    Boxes scoring ``score_threshold`` (else ``options.score_threshold``, else each class's threshold
+    chosen on val, else the run's single one) or more are kept."""
     out = Path(out) if out else loaded.run.predictions
     return _predict([loaded], [1.0], inputs, out, options, console, score_threshold)
 
@@ -258,12 +266,23 @@ def predict_detection_ensemble(
     return rows
 
 
+def _thresholds(members: list[LoadedRun], options: InferenceOptions, score_threshold) -> np.ndarray:
+    """[C] per-class thresholds: one run's own (see run_thresholds); an ensemble's: the one given or
+    the first run's single threshold."""
+    first, override = members[0], options.score_threshold if score_threshold is None else score_threshold
+    if len(members) > 1:
+        single = first.config.score_threshold if override is None else override
+        return np.full(len(first.classes), float(single))
+    return class_thresholds(first, override, first.config.score_threshold, None)
+
+
 def _predict(members, weights, inputs, out: Path, options, console, score_threshold=None) -> list[dict]:
     classes = members[0].classes
-    threshold = members[0].config.score_threshold if score_threshold is None else score_threshold
+    threshold = _thresholds(members, options, score_threshold)
+    floor = float(threshold.min(initial=1.0))  # the model keeps boxes down to the lowest class threshold
     folder = out.parent if out.suffix else out
     results, rows = [], []
-    for path, size, det in _combined(members, weights, expand_inputs(inputs), options, threshold):
+    for path, size, det in _combined(members, weights, expand_inputs(inputs), options, floor):
         if size is None:
             console.print(f"[yellow]skipped[/] {det}")
             rows.append({"path": str(path), "error": det})
@@ -278,8 +297,15 @@ def _predict(members, weights, inputs, out: Path, options, console, score_thresh
     write_json(folder / "detections.json", scores_document(classes, results, threshold))
     total = sum(len(r.get("boxes", [])) for r in rows)
     console.print(
-        f"{len(results)} image(s), {total} box(es) at score >= {threshold:g} -> {written} "
+        f"{len(results)} image(s), {total} box(es) at score >= {_describe(classes, threshold)} -> {written} "
         f"(scores in {folder / 'detections.json'})"
         + (f"; drawn in {options.render}" if options.render else "")
     )
     return rows
+
+
+def _describe(classes: list[str], thresholds: np.ndarray) -> str:
+    """'0.25' when one threshold serves every class, else 'rbc 0.31, wbc 0.18'."""
+    if len(set(thresholds.tolist())) <= 1:
+        return f"{thresholds[0]:g}" if len(thresholds) else "-"
+    return ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds, strict=True))
