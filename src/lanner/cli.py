@@ -407,35 +407,63 @@ def convert(
         console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
 
 
+def _runs_then(first: Path, items: list[str]) -> tuple[list[Path], list[str]]:
+    """RUN [RUN...] then the rest: the items after the first run that are run directories (a checkpoint
+    in checkpoints/) are more runs, up to the first that is not; it and those after are DATA/IMAGES."""
+    runs = [first]
+    while len(runs) - 1 < len(items) and api.is_run(items[len(runs) - 1]):
+        runs.append(Path(items[len(runs) - 1]))
+    return runs, items[len(runs) - 1 :]
+
+
+def _one_or_all(runs: list[Path]) -> Path | list[Path]:
+    return runs[0] if len(runs) == 1 else runs
+
+
 @app.command(name="eval")
 @config_options("eval", TrainConfig, InferenceOptions)
 def eval_(
     run: Annotated[Path, typer.Argument()],
-    data: Annotated[str | None, typer.Argument(help="another dataset (default: the run's own data)")] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Argument(help="more runs (an ensemble), then another dataset (default: the first run's data)"),
+    ] = None,
     split: Annotated[str | None, Opt(help="split to evaluate (default: test, else val)")] = None,
     no_report: Annotated[bool, Opt("--no-report")] = False,
     *,
     given: dict[str, Any],
 ) -> None:
-    """Metrics of a run on a split: per-class report, confusion matrix, mAP for detectors."""
+    """Metrics of a run (or several as one ensemble) on a split: per-class report, confusion matrix, mAP."""
     _errors_go_to(run)
     options = _inference_options(given)
-    api.evaluate(run, data, split, console, report=not no_report, **options.as_kwargs())
+    runs, rest = _runs_then(run, data or [])
+    if len(rest) > 1:
+        raise ConfigError(
+            f"eval takes one DATA after the run(s); got {', '.join(rest)} (not run directories)"
+        )
+    dataset = rest[0] if rest else None
+    api.evaluate(_one_or_all(runs), dataset, split, console, report=not no_report, **options.as_kwargs())
 
 
 @app.command()
 @config_options("predict", TrainConfig, InferenceOptions)
 def predict(
     run: Annotated[Path, typer.Argument()],
-    images: Annotated[list[str], typer.Argument(help="files, folders or globs")],
+    images: Annotated[
+        list[str], typer.Argument(help="more runs (an ensemble), then files, folders or globs")
+    ],
     out: Annotated[Path | None, Opt(help="output file (default RUN/predictions/)")] = None,
     *,
     given: dict[str, Any],
 ) -> None:
-    """Predict images with a trained run; preprocessing and classes come from the checkpoint."""
+    """Predict images with a trained run (or several as one ensemble); preprocessing and classes come from
+    the checkpoints."""
     _errors_go_to(run)
     options = _inference_options(given)
-    api.predict(run, images, out, topk=options.topk, console=console, **options.as_kwargs())
+    runs, images = _runs_then(run, images)
+    if not images:
+        raise ConfigError("predict: give IMAGES (files, folders or globs) after the run(s)")
+    api.predict(_one_or_all(runs), images, out, topk=options.topk, console=console, **options.as_kwargs())
 
 
 @app.command()
@@ -469,19 +497,60 @@ def report(
 @app.command()
 def models(
     task: Annotated[str, Opt()] = "classify",
-    pattern: Annotated[str, typer.Argument()] = "*",
+    pattern: Annotated[
+        str, typer.Argument(help="a pattern (resnet*), a model name or a run directory")
+    ] = "*",
+    image_size: Annotated[int | None, Opt(help="input size of the layer summary", min=1)] = None,
+    depth: Annotated[int, Opt(help="layer summary: how many levels of blocks to list", min=1)] = 1,
 ) -> None:
-    """List model names; for one exact name, also the pretrained weights it has."""
+    """List model names; for one exact name (or a run directory), its layer summary and pretrained weights."""
+    if Path(pattern).is_dir():
+        _print_model_summary(api.model_summary(pattern, task, image_size, depth))
+        return
     names = api.list_models(task, pattern)
     for name in names:
         console.print(name, highlight=False)
     if names == [pattern]:
-        tags, default = api.pretrained_tags(pattern)
-        console.print(f"pretrained: {', '.join(tags) or 'none'}", highlight=False, soft_wrap=True)
-        if default:
-            console.print(
-                f"--pretrained {'coco' if default == 'coco' else 'imagenet'} picks {default}", highlight=False
-            )
+        _print_model_summary(api.model_summary(pattern, task, image_size, depth))
+        _print_pretrained(pattern)
+
+
+def _print_pretrained(name: str) -> None:
+    tags, default = api.pretrained_tags(name)
+    console.print(f"pretrained: {', '.join(tags) or 'none'}", highlight=False, soft_wrap=True)
+    if default:
+        console.print(
+            f"--pretrained {'coco' if default == 'coco' else 'imagenet'} picks {default}", highlight=False
+        )
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 10_000 else str(n)
+
+
+def _print_model_summary(s) -> None:
+    table = Table(
+        "block",
+        "type",
+        "output",
+        "params",
+        "trainable",
+        "frozen",
+        "MACs",
+        title=f"{s.model}, input {s.input}",
+    )
+    for b in s.blocks:
+        row = (b.name, b.kind, b.output, _millions(b.params), _millions(b.trainable), _millions(b.frozen))
+        table.add_row(*row, f"{b.macs / 1e6:.1f} M")
+    console.print(table)
+    console.print(
+        f"total: {s.params / 1e6:.2f} M parameters ({s.trainable / 1e6:.2f} M trainable, "
+        f"{s.frozen / 1e6:.2f} M frozen); "
+        f"{s.macs / 1e9:.3g} G multiply-adds = {s.flops / 1e9:.3g} GFLOPs (torch.utils.flop_counter)",
+        highlight=False,
+    )
+    for note in s.notes:
+        console.print(note, highlight=False)
 
 
 @app.command()

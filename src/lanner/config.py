@@ -370,6 +370,10 @@ class InferenceOptions(BaseModel):
         help="DATA given: read images its annotation file places outside its folder (files you trust)",
         commands=("eval",),
     )
+    weights: list[float] | None = option(
+        help="several RUNs (an ensemble): each run's weight, comma-separated in the runs' order, e.g. 2,1,1",
+        commands=INFERENCE,
+    )
     score_threshold: float | None = option(
         help="score threshold for every class (default: each class's own, chosen on val)",
         commands=INFERENCE,
@@ -378,16 +382,22 @@ class InferenceOptions(BaseModel):
     )
     topk: int = option(5, help="classification: classes listed per image", commands=("predict",), ge=1)
     format: str | None = option(help="detection output: coco, csv, labelme, yolo", commands=("predict",))
+    columns: str | None = option(
+        help="classification: a submission CSV of HEADER=SOURCE columns, SOURCE one of stem, file, path "
+        "(the image), name, index, score (the prediction); e.g. Id=stem,Expected=name",
+        commands=("predict",),
+    )
     render: Path | None = option(help="detection: draw boxes on JPEG copies here", commands=("predict",))
 
     def as_kwargs(self) -> dict[str, Any]:
         """The keyword arguments ``api.evaluate`` / ``api.predict`` take: device and precision, then only
         the detection settings given (the rest stay the run's own). ``topk`` is predict's own argument."""
         given = self.model_dump(
-            exclude={"device", "precision", "topk", "allow_outside_root"}, exclude_none=True
+            exclude={"device", "precision", "topk", "allow_outside_root", "weights"}, exclude_none=True
         )
         trust = {"allow_outside_root": True} if self.allow_outside_root else {}
-        return {"device": self.device, "precision": self.precision, **trust, **given}
+        weights = {"weights": self.weights} if self.weights is not None else {}
+        return {"device": self.device, "precision": self.precision, **trust, **weights, **given}
 
     def tiling_overrides(self) -> dict[str, Any]:
         """The tiling settings given here, to override a detection run's own tiling."""

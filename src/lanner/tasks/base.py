@@ -109,6 +109,26 @@ class Task(ABC):
     def export_plan(self, loaded) -> ExportPlan:
         """How ``lanner export`` writes this task's models as ONNX."""
 
+    # Several runs as one model (tasks/ensemble.py): ``ensemble`` is a ``tasks.ensemble.Ensemble``.
+    def evaluate_ensemble(self, ensemble, data: str | None, split: str | None, options: InferenceOptions,
+                          console: Console) -> dict:  # fmt: skip
+        """Metrics of the combined runs, beside each member's headline metric; writes RUN1/ensemble."""
+        raise ConfigError(f"{self.name} runs cannot be combined into an ensemble")
+
+    def predict_ensemble(self, ensemble, inputs: list[str], out: Path | None, options: InferenceOptions,
+                         console: Console) -> list[dict]:  # fmt: skip
+        """The combined runs' predictions, written under ``out`` (default RUN1/ensemble/predictions)."""
+        raise ConfigError(f"{self.name} runs cannot be combined into an ensemble")
+
+    # `lanner models NAME` / `lanner models RUN`: an untrained model of a name, one input of a model.
+    def summary_model(self, name: str, image_size: int | None) -> tuple[nn.Module, Any]:
+        """A freshly initialised model called ``name`` and one input for it at ``image_size``."""
+        raise ConfigError(f"`lanner models` cannot summarise {self.name} models")
+
+    def summary_input(self, meta: CheckpointMeta, image_size: int | None) -> Any:
+        """One input of a trained model at ``image_size`` (default: the size it was trained at)."""
+        raise ConfigError(f"`lanner models` cannot summarise {self.name} runs")
+
     # The report's gallery (eval/predictions.json entries): which fields it shows, how bad an image
     # is (worst shown first) and which classes it holds (every class gets its share of the gallery).
     gallery_keys: tuple[str, ...] = ()

@@ -11,6 +11,7 @@ from lanner.data.records import Dataset
 from lanner.engine.setup import default_workers
 from lanner.eval.detection import detection_thresholds, evaluate_detections, write_detection_outputs
 from lanner.eval.error_breakdown import KINDS, error_breakdown
+from lanner.predict.merge import fuse_models
 from lanner.tasks.detect.setup import cache_dataset, load_detection_data
 from lanner.tasks.detect.tiled import detect_tiled, resolve_tiling
 from lanner.tasks.detect.training import detect_canvases
@@ -108,31 +109,79 @@ def evaluate_detection_run(
     loaded: LoadedRun, data: str | None, split: str | None, options: InferenceOptions, console: Console
 ) -> dict:
     """COCO metrics of a detection run; the options' tile/overlap/merge/... override its tiling."""
-    dataset, split = load_eval_data(
-        loaded, data, split, load_detection_data, console, options.allow_outside_root
+    return _evaluate([loaded], [1.0], loaded.run, data, split, options, console)[0]
+
+
+def evaluate_detection_ensemble(ensemble, data, split, options: InferenceOptions, console: Console) -> dict:
+    """COCO metrics of the members' boxes fused by WBF (RUN1/ensemble), with each member's mAP beside."""
+    console.print(ensemble.describe())
+    metrics, headlines = _evaluate(
+        ensemble.members, ensemble.weights, ensemble.run, data, split, options, console
     )
-    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
-    dataset, detections = predict_dataset(loaded, dataset, console, tiling)
-    thresholds = class_thresholds(
-        loaded,
+    by_run = {str(m.run.path): h for m, h in zip(ensemble.members, headlines, strict=True)}
+    for run, value in by_run.items():
+        console.print(
+            f"  member {run}: mAP@.5:.95 {value if value is None else round(value, 4)}", highlight=False
+        )
+    console.print(
+        f"  ensemble: mAP@.5:.95 {metrics['map'] if metrics['map'] is None else round(metrics['map'], 4)}"
+    )
+    ensemble.record(by_run)
+    return {**metrics, "members": by_run}
+
+
+def _member_predictions(members, dataset: Dataset, options: InferenceOptions, console: Console):
+    """(the images every member read, each member's detections on them, the first member's tiling)."""
+    outputs, tilings = [], []
+    for loaded in members:
+        tilings.append(resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides()))
+        kept, detections = predict_dataset(loaded, dataset, console, tilings[-1])
+        outputs.append(dict(zip((str(r.path) for r in kept.records), detections, strict=True)))
+    common = [r for r in dataset.records if all(str(r.path) in out for out in outputs)]
+    kept = Dataset(dataset.classes, common, "detect", dataset.root, dataset.format, dataset.issues)
+    return kept, [[out[str(r.path)] for r in common] for out in outputs], tilings[0]
+
+
+def _thresholds(members, data, split, evaluated, tiling, options: InferenceOptions, console: Console):
+    """One run: its per-class thresholds (see run_thresholds); an ensemble: --score-threshold or none."""
+    first = members[0]
+    if len(members) > 1:
+        given = options.score_threshold
+        return None if given is None else np.full(len(first.classes), float(given))
+    chooser = _val_chooser(first, data, evaluated if split == "val" else None, tiling, console)
+    return class_thresholds(
+        first,
         options.score_threshold,
-        loaded.config.score_threshold,
-        _val_chooser(loaded, data, (dataset, detections) if split == "val" else None, tiling, console),
+        first.config.score_threshold,
+        chooser,
         on_val=data is None and split == "val",
     )
-    metrics = evaluate_detections(
-        dataset, detections, score_threshold=loaded.config.score_threshold, class_thresholds=thresholds
+
+
+def _evaluate(members, weights, run, data, split, options, console) -> tuple[dict, list]:
+    first = members[0]
+    dataset, split = load_eval_data(
+        first, data, split, load_detection_data, console, options.allow_outside_root
     )
+    dataset, each, tiling = _member_predictions(members, dataset, options, console)
+    detections = (
+        each[0] if len(each) == 1 else [fuse_models(list(d), weights) for d in zip(*each, strict=True)]
+    )
+    threshold = first.config.score_threshold
+    thresholds = _thresholds(members, data, split, (dataset, detections), tiling, options, console)
+    metrics = evaluate_detections(dataset, detections, score_threshold=threshold, class_thresholds=thresholds)
     metrics = {
         **metrics,
         "split": split,
         "tiling": tiling.to_dict() if tiling else None,
         "errors": error_breakdown(dataset, detections),
     }
-    write_detection_outputs(metrics, dataset, detections, loaded.run.eval)
-    write_json(loaded.run.metrics, metrics)
+    write_detection_outputs(metrics, dataset, detections, run.eval)
+    write_json(run.metrics, metrics)
     console.print(
-        f"evaluation on split {split or 'all'} ({len(dataset.records)} images) with {loaded.checkpoint.name}:"
+        f"evaluation on split {split or 'all'} ({len(dataset.records)} images) with {first.checkpoint.name}:"
     )
     console.print(format_summary(metrics), markup=False, highlight=False)
-    return metrics
+    if len(each) == 1:
+        return metrics, [metrics["map"]]
+    return metrics, [evaluate_detections(dataset, d, score_threshold=threshold)["map"] for d in each]

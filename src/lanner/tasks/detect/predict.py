@@ -25,6 +25,7 @@ from lanner.data.images import image_size, open_image
 from lanner.data.records import Dataset, ImageRecord
 from lanner.errors import ConfigError, DataError
 from lanner.predict.inputs import expand_inputs
+from lanner.predict.merge import fuse_models
 from lanner.predict.tiled import score_floor
 from lanner.tasks.detect.tiled import detect_stream, resolve_tiling
 from lanner.tasks.detect.training import detect_canvases
@@ -220,6 +221,25 @@ def _row(path: Path, shown: Detections, classes: list[str]) -> dict:
     }
 
 
+def _member_detections(loaded: LoadedRun, paths: list[Path], options: InferenceOptions, threshold: float):
+    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
+    return detect_files(loaded, paths, 8, tiling, threshold)
+
+
+def _combined(members: list[LoadedRun], weights: list[float], paths, options, threshold: float):
+    """Yield (path, size, Detections) or (path, None, error); several members' boxes fused by WBF."""
+    streams = [_member_detections(m, paths, options, threshold) for m in members]
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    for outputs in zip(*streams, strict=True):
+        path, size, _ = outputs[0]
+        failed = [det for _, s, det in outputs if s is None]
+        yield (
+            (path, None, failed[0]) if failed else (path, size, fuse_models([o[2] for o in outputs], weights))
+        )
+
+
 def predict_detection_files(
     loaded: LoadedRun,
     inputs: list[str],
@@ -231,15 +251,38 @@ def predict_detection_files(
     """Detect objects in files/folders/globs; write ``options.format`` (+ detections.json) under ``out``.
     Boxes scoring ``score_threshold`` (else ``options.score_threshold``, else each class's threshold
     chosen on val, else the run's single one) or more are kept."""
-    classes = loaded.classes
-    override = options.score_threshold if score_threshold is None else score_threshold
-    threshold = class_thresholds(loaded, override, loaded.config.score_threshold, None)
-    floor = float(threshold.min(initial=1.0))
     out = Path(out) if out else loaded.run.predictions
+    return _predict([loaded], [1.0], inputs, out, options, console, score_threshold)
+
+
+def predict_detection_ensemble(
+    ensemble, inputs: list[str], out, options: InferenceOptions, console
+) -> list[dict]:
+    """The members' boxes fused per image by weighted box fusion (default RUN1/ensemble/predictions)."""
+    console.print(ensemble.describe())
+    out = Path(out) if out else ensemble.run.predictions
+    rows = _predict(ensemble.members, ensemble.weights, inputs, out, options, console)
+    ensemble.record({})
+    return rows
+
+
+def _thresholds(members: list[LoadedRun], options: InferenceOptions, score_threshold) -> np.ndarray:
+    """[C] per-class thresholds: one run's own (see run_thresholds); an ensemble's: the one given or
+    the first run's single threshold."""
+    first, override = members[0], options.score_threshold if score_threshold is None else score_threshold
+    if len(members) > 1:
+        single = first.config.score_threshold if override is None else override
+        return np.full(len(first.classes), float(single))
+    return class_thresholds(first, override, first.config.score_threshold, None)
+
+
+def _predict(members, weights, inputs, out: Path, options, console, score_threshold=None) -> list[dict]:
+    classes = members[0].classes
+    threshold = _thresholds(members, options, score_threshold)
+    floor = float(threshold.min(initial=1.0))  # the model keeps boxes down to the lowest class threshold
     folder = out.parent if out.suffix else out
-    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
     results, rows = [], []
-    for path, size, det in detect_files(loaded, expand_inputs(inputs), 8, tiling, floor):
+    for path, size, det in _combined(members, weights, expand_inputs(inputs), options, floor):
         if size is None:
             console.print(f"[yellow]skipped[/] {det}")
             rows.append({"path": str(path), "error": det})
