@@ -87,7 +87,7 @@ def test_train_eval_predict_through_the_cli(digits, tmp_path):
         cwd=tmp_path,
     )
     rows = preds.read_text().splitlines()
-    assert rows[0] == "path,label,score,topk,error" and len(rows) == 1 + 1 + 16 + 10
+    assert rows[0] == "path,label,score,topk,confident,error" and len(rows) == 1 + 1 + 16 + 10
     assert all(r.split(",")[1] in ("digit0", "digit1", "digit7") for r in rows[1:])
 
 
