@@ -17,8 +17,24 @@ from torch.utils.flop_counter import FlopCounterMode
 MAX_SHAPE_TEXT = 70
 
 
+class _Counts:
+    """Frozen parameters and multiply-adds, derived alike for a block and a whole model."""
+
+    params: int
+    trainable: int
+    flops: int
+
+    @property
+    def frozen(self) -> int:
+        return self.params - self.trainable
+
+    @property
+    def macs(self) -> int:
+        return self.flops // 2
+
+
 @dataclass
-class BlockRow:
+class BlockRow(_Counts):
     name: str
     kind: str  # the block's class name
     output: str  # e.g. "1x64x56x56"; containers of tensors are spelled out
@@ -26,17 +42,9 @@ class BlockRow:
     trainable: int
     flops: int  # torch's count: two per multiply-add
 
-    @property
-    def frozen(self) -> int:
-        return self.params - self.trainable
-
-    @property
-    def macs(self) -> int:
-        return self.flops // 2
-
 
 @dataclass
-class ModelSummary:
+class ModelSummary(_Counts):
     model: str
     input: str
     blocks: list[BlockRow]
@@ -44,14 +52,6 @@ class ModelSummary:
     trainable: int
     flops: int
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def frozen(self) -> int:
-        return self.params - self.trainable
-
-    @property
-    def macs(self) -> int:
-        return self.flops // 2
 
 
 def describe_output(out: Any) -> str:
