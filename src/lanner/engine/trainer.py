@@ -375,11 +375,11 @@ class Trainer:
         probe = min(max(3, self.steps_per_epoch // 5), self.steps_per_epoch)
         if steps_done < probe:
             return
-        step_s = (time.perf_counter() - epoch_start) / steps_done
-        overhead = estimated_overhead(step_s, self.task.batch_size, self.task.num_val_images)
-        self._overhead_s = overhead
         elapsed = time.perf_counter() - epoch_start
-        plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, overhead)
+        step_s = elapsed / steps_done
+        task = self.task
+        self._overhead_s = estimated_overhead(step_s, task.batch_size, task.num_val_images)
+        plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
 
