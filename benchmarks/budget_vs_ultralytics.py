@@ -62,10 +62,14 @@ def scores(truth: list[str], predicted: list[str]) -> dict:
     }
 
 
-def run_lanner(root: Path, test: list[tuple[Path, str]], minutes: float, work: Path) -> dict:
+def run_lanner(
+    root: Path, test: list[tuple[Path, str]], minutes: float, work: Path, overrides: dict | None = None
+) -> dict:
+    name = "-".join(f"{k}={v}" for k, v in (overrides or {}).items())
     config = make_config(
-        {"data": str(root), "run": str(work / f"lanner-{minutes:g}m"), "time": f"{minutes:g}m"}
-    )
+        {"data": str(root), "run": str(work / f"lanner-{minutes:g}m{name}"), "time": f"{minutes:g}m",
+         **(overrides or {})}
+    )  # fmt: skip
     start = time.perf_counter()
     run = api.train(config, Console(quiet=True), evaluate_after=False)
     train_s = time.perf_counter() - start
@@ -82,14 +86,22 @@ def run_lanner(root: Path, test: list[tuple[Path, str]], minutes: float, work: P
 
 
 def run_ultralytics(root: Path, test, minutes: float, work: Path, model_yaml: str, imgsz: int) -> dict:
-    from ultralytics import YOLO
+    from ultralytics import YOLO, settings
+    from ultralytics.utils import torch_utils
 
+    settings.update({"mlflow": False})  # it would log into the working directory's MLflow store
+    # Ultralytics trains on os.cpu_count() - 1 threads (1 on a 2-core machine); both get the same.
+    # Its optimizer=auto picks MuSGD for short runs since 8.4, whose bf16 Newton-Schulz step costs ~6 s
+    # per batch on a CPU (5 img/s); it gets what auto picked before (AdamW, lr0 0.002 * 5 / (4 + nc)).
+    torch_utils.NUM_THREADS = torch.get_num_threads()
     model = YOLO(model_yaml)
+    num_classes = sum(p.is_dir() for p in (root / "train").iterdir())
     start = time.perf_counter()
     model.train(
         data=str(root), epochs=1000, time=minutes / 60, imgsz=imgsz, batch=32, device="cpu", workers=2,
         plots=False, project=str(work), name=f"{model_yaml}-{minutes:g}m", exist_ok=True, verbose=False,
-        amp=False, seed=0,
+        amp=False, seed=0, optimizer="AdamW", lr0=round(0.002 * 5 / (4 + num_classes), 6),
+        momentum=0.9,
     )  # fmt: skip
     train_s = time.perf_counter() - start
     names = model.names
@@ -113,6 +125,13 @@ def main() -> None:
         "--imgsz", type=int, default=128, help="Ultralytics' input size (lanner picks its own)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--lanner",
+        nargs="*",
+        default=[""],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="lanner variants to train (ablations), e.g. model=resnet18,image_size=128; '' = defaults",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 2)
     results = {"data": str(args.data), "threads": torch.get_num_threads(), "budgets": {}}
@@ -121,8 +140,12 @@ def main() -> None:
         split = split_folders(args.data, work / "data")
         results["images"] = {k: len(v) for k, v in split.items()}
         for minutes in args.minutes:
-            row = {"lanner": run_lanner(work / "data", split["test"], minutes, work)}
-            print(minutes, "lanner", row["lanner"], flush=True)
+            row = {}
+            for variant in args.lanner:
+                overrides = dict(kv.split("=", 1) for kv in variant.split(",") if kv)
+                key = f"lanner {variant}".strip()
+                row[key] = run_lanner(work / "data", split["test"], minutes, work, overrides)
+                print(minutes, key, row[key], flush=True)
             for peer in args.peers:
                 row[peer] = run_ultralytics(work / "data", split["test"], minutes, work, peer, args.imgsz)
                 print(minutes, peer, row[peer], flush=True)

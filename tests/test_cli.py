@@ -94,7 +94,7 @@ def test_resume_offers_exactly_the_resumable_keys():
     keys = {o.key.split(".")[0] for o in command_options(TrainConfig, "resume")}
     assert keys == set(api.RESUMABLE)
     resumable = {"--lr", "--epochs", "--time", "--schedule", "--patience", "--monitor"}
-    assert flags_of("resume") == resumable | {"--no-eval", "--devices"}
+    assert flags_of("resume") == resumable | {"--no-eval", "--devices", "--unfreeze", "--json"}
 
 
 @pytest.mark.parametrize("command", ["train", "lr-find", "check", "convert", "eval", "predict"])

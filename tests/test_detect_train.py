@@ -81,6 +81,22 @@ def test_detection_checkpoint_reloads(trained):
     assert set(out[0]) == {"boxes", "scores", "labels"}
 
 
+def test_per_class_thresholds_are_chosen_on_val_and_used(trained, tiny_rbc, tmp_path):
+    saved = json.loads((trained / "thresholds.json").read_text())
+    assert saved["split"] == "val" and set(saved["classes"]) == {"rbc", "wbc"}
+    metrics = json.loads((trained / "metrics.json").read_text())  # the test split, at val's thresholds
+    chosen = {n: 0.25 if e["threshold"] is None else e["threshold"] for n, e in saved["classes"].items()}
+    assert {n: c["threshold"] for n, c in metrics["per_class"].items()} == pytest.approx(chosen)
+    api.predict(trained, [str(tiny_rbc / "test")], tmp_path / "pred", format="coco")
+    doc = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert doc["class_thresholds"] == pytest.approx(chosen)
+    assert all(
+        s >= chosen[c] for img in doc["images"] for s, c in zip(img["scores"], img["labels"], strict=True)
+    )
+    forced = api.evaluate(trained, split="test", report=False, score_threshold=0.9)
+    assert all(c["threshold"] == 0.9 for c in forced["per_class"].values())
+
+
 def test_eval_on_several_splits_and_another_dataset(trained, tiny_rbc):
     metrics = api.evaluate(trained, split="val,test", report=False)
     assert metrics["split"] == "val+test" and metrics["num_images"] == 8

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from helpers import write_digit_folders
 
 from lanner.engine.checkpoint import load_checkpoint
@@ -57,3 +58,42 @@ def test_two_processes_train_resume_and_evaluate_one_run(tmp_path):
 
     timed = _lanner("train", str(data), "--time", "1m", "--devices", "2", *tiny, cwd=tmp_path)
     assert timed.returncode != 0 and "--time is not supported with several processes" in timed.stdout
+
+
+def test_two_processes_keep_frozen_tensors_bit_identical_and_unfreeze_after_n_epochs(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    data = write_digit_folders(tmp_path / "digits", per_class=8)
+    torch.manual_seed(5)
+    model = timm.create_model("test_resnet", num_classes=3)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp_path / "start.safetensors"))
+    tiny = ["--model", "test_resnet", "--image-size", "16", "--batch-size", "4", "--device", "cpu"]
+    common = [
+        str(data),
+        "--pretrained",
+        str(tmp_path / "start.safetensors"),
+        "--devices",
+        "2",
+        "--no-eval",
+        *tiny,
+    ]
+    frozen = _lanner(
+        "train", *common, "--run", str(tmp_path / "a"), "--freeze", "backbone", "--epochs=1", cwd=tmp_path
+    )
+    assert frozen.returncode == 0, frozen.stdout + frozen.stderr
+    state = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")["state_dict"]
+    backbone = [k for k in weights if not k.startswith("fc.")]  # BatchNorm running statistics included
+    assert all(torch.equal(state[k], weights[k]) for k in backbone)
+    assert not torch.equal(state["fc.weight"], weights["fc.weight"])  # the head trained
+
+    # Unfrozen after epoch 1: DDP wraps the model again, so the backbone's gradients are averaged too.
+    b = tmp_path / "b"
+    later = _lanner("train", *common, "--run", str(b), "--freeze", "backbone:1", "--epochs=2", cwd=tmp_path)
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert "epoch 2: backbone unfrozen, training all layers (segment 1)" in later.stdout
+    state = load_checkpoint(b / "checkpoints" / "last.ckpt")["state_dict"]
+    assert not all(torch.equal(state[k], weights[k]) for k in backbone if k.endswith(".weight"))
+    segments = json.loads((b / "segments.json").read_text())
+    assert [(s["reason"], s["start_epoch"]) for s in segments] == [("start", 0), ("unfreeze", 1)]

@@ -111,7 +111,7 @@ def test_a_safetensors_folder_loads_in_timm_and_in_lanner(documented, capsys):
     assert info["command"] == "export" and {"model.safetensors", "config.json", "README.md"} <= {
         p.name for p in folder.iterdir()
     }
-    model = timm.create_model(f"local-dir:{folder}").eval()  # timm's own loader
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()  # timm's own loader
     ours = load_run(run)
     prep = ours.meta.get("preprocessing")
     assert model.pretrained_cfg["label_names"] == ours.classes
@@ -123,7 +123,12 @@ def test_a_safetensors_folder_loads_in_timm_and_in_lanner(documented, capsys):
     again = lanner.predict(folder, [str(here / "digits/test")], topk=2)
     assert [(r["label"], r["score"]) for r in again] == [(r["label"], r["score"]) for r in ns["rows"]]
     card = (folder / "README.md").read_text()
-    assert "library_name: timm" in card and "| accuracy |" in card and "## Limitations" in card
+    assert (
+        "library_name: timm" in card
+        and "pretrained=True" in card
+        and "| accuracy |" in card
+        and "## Limitations" in card
+    )
     assert "![training curves](curves.png)" in card and (folder / "curves.png").is_file()
 
 

@@ -110,6 +110,8 @@ def test_classification_report(browser, reports):
     assert r.js("document.querySelectorAll('svg.chart line.resume').length") == 3  # one per chart
     assert r.js("document.querySelectorAll('#per-class tr').length") == 1 + 10 + 2
     assert r.js("document.querySelectorAll('#confusion td').length") == 100
+    # The data check lists its problems as readable lines (the fixture has one problem, one warning).
+    assert r.js("document.querySelectorAll('#data-problems li').length") == 2
     # Every embedded image decodes.
     assert r.js("""Promise.all(Array.from(document.querySelectorAll('#gallery-grid image')).map(i =>
         new Promise(ok => { const im = new Image(); im.onload = () => ok(im.naturalWidth);
@@ -139,6 +141,7 @@ def test_detection_report_boxes_slider_filters_and_zoom(browser, reports):
     assert r.js("document.querySelectorAll('#gallery-grid .tile').length") == len(preds)
     assert r.grid("boxes") == r.js(rects) == F.expected_boxes(reports["detect"].parent, 0.5)
     assert r.js("document.querySelector('#pr-curves').naturalWidth") > 0
+    assert r.js("document.querySelectorAll('#error-breakdown tr').length") == 1 + 6  # the TIDE kinds
     r.shot("detect")
 
     r.slide(0.0)

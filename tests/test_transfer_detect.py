@@ -14,6 +14,7 @@ from lanner import api
 from lanner.config import make_config
 from lanner.engine.checkpoint import load_checkpoint
 from lanner.errors import ConfigError
+from lanner.tasks.loading import load_run
 
 BODY, FPN, CLS = "backbone.body.", "backbone.fpn.", "head.classification_head.cls_logits."
 
@@ -51,6 +52,12 @@ def test_imagenet_backbone_then_heads_only_then_class_surgery(offline, rbc):
     body = [k for k in state_a if k.startswith(BODY)]
     for k in body:  # timm's features_only names are the classifier's here (test_resnet)
         assert torch.equal(state_a[k], source[k[len(BODY) :]]), k
+    # test_resnet.r160_in1k's pretrained config says mean = std = 0.5: the run normalises so, and so
+    # does the model rebuilt from its checkpoint (eval, predict, export).
+    half = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    assert load_checkpoint(a / "checkpoints" / "last.ckpt")["meta"]["normalize"] == half
+    transform = load_run(a, "last").model.transform
+    assert transform.image_mean == half["mean"] and transform.image_std == half["std"]
 
     b = _train(tmp_path, rbc, "b", pretrained=str(a), freeze="backbone,fpn")
     state_b = _state(b)
@@ -100,3 +107,31 @@ def test_coco_weights_for_ssdlite_from_torch_home(offline, rbc):
     head = "head.classification_head.module_list.0.1.weight"
     assert state[head].shape[0] == coco[head].shape[0] // 91 * 3  # 2 classes + background per anchor
     assert report["loaded"] > len(coco) / 2
+
+
+def test_imagenet_backbone_of_a_torchvision_detector_from_torch_home(offline, rbc):
+    from torchvision.models import mobilenet_v3_large
+
+    tmp_path = offline
+    kw = {"model": "fasterrcnn_mobilenet_v3_large_fpn", "pretrained": "imagenet", "freeze": "backbone"}
+    with pytest.raises(ConfigError, match="mobilenet_v3_large-8738ca79.pth") as e:
+        _train(tmp_path, rbc, "none", **kw)
+    assert str(tmp_path / "torch" / "hub" / "checkpoints") in str(e.value) and "--pretrained path/to/" in str(
+        e.value
+    )
+    torch.manual_seed(4)  # ImageNet weights made here, in the file torchvision's enum names
+    classifier = mobilenet_v3_large(weights=None)
+    with torch.no_grad():
+        for m in classifier.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    target = tmp_path / "torch" / "hub" / "checkpoints" / "mobilenet_v3_large-8738ca79.pth"
+    target.parent.mkdir(parents=True)
+    torch.save(classifier.state_dict(), target)
+    run = _train(tmp_path, rbc, "tv", **kw)
+    report = json.loads((run / "pretrained.json").read_text())
+    assert report["weights"] == "imagenet (MobileNet_V3_Large_Weights.IMAGENET1K_V1)"
+    assert report["scope"] == "backbone.body" and report["loaded"] > report["expected"] / 2
+    state, imagenet = _state(run), classifier.state_dict()
+    body = [k for k in state if k.startswith(BODY) and not k.endswith("num_batches_tracked")]
+    assert body and all(torch.equal(state[k], imagenet["features." + k[len(BODY) :]]) for k in body)

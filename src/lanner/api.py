@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -38,7 +39,9 @@ from lanner.report import build_report
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
 from lanner.tasks.classify.probe import run_probe
+from lanner.tasks.ensemble import ENSEMBLE_DIR, load_ensemble
 from lanner.tasks.loading import describe_inference, load_for_inference
+from lanner.tasks.summary import summarise_name, summarise_run
 
 RESUMABLE = resuming.RESUMABLE
 
@@ -101,18 +104,20 @@ def train(
 
 
 def resume(
-    run: str | Path, console: Console | None = None, *, evaluate_after: bool = True, **changes
-) -> Path:
-    """Continue a run from its last checkpoint, optionally with new settings (a new segment)."""
+    run: str | Path, console: Console | None = None, *, evaluate_after: bool = True, unfreeze: bool = False,
+    **changes,
+) -> Path:  # fmt: skip
+    """Continue a run from its last checkpoint, optionally with new settings (a new segment);
+    ``unfreeze``: everything trains from here on (a run trained with ``--freeze``)."""
     changes = {k: v for k, v in changes.items() if v is not None}
-    ckpt, old, config = resuming.resumed_config(RunDir(run), changes)
+    ckpt, old, config = resuming.resumed_config(RunDir(run), changes, unfreeze)
     s = sessions.start(config, _console(console), Path(run), _prepare)
     s.prepared.model.load_state_dict(ckpt["state_dict"])
     optimizer = build_optimizer(s.prepared.model, config, base_lr(config))
     optimizer.load_state_dict(ckpt["optimizer"])
     spe = s.prepared.task.steps_per_epoch()
     state = resuming.restore_state(ckpt, s.run_dir, spe)
-    diff = resuming.changed(old, config, changes)
+    diff = resuming.changed(old, config, [*changes, *resuming.UNFROZEN])
     if diff:
         resuming.add_segment(state, config, diff, spe)
     if s.dist.is_main:
@@ -186,8 +191,17 @@ def count_images(data: str, format: str | None = None, allow_outside_root: bool 
 
 
 # ---------------------------------------------------------------------------------- eval/predict
+def _runs(run: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [run] if isinstance(run, str | Path) else list(run)
+
+
+def is_run(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory holding a checkpoint (how the CLI tells runs from data)."""
+    return RunDir(path).holds_run()
+
+
 def evaluate(
-    run: str | Path,
+    run: str | Path | Sequence[str | Path],
     data: str | None = None,
     split: str | None = None,
     console: Console | None = None,
@@ -197,9 +211,14 @@ def evaluate(
 ) -> dict:
     """Metrics of a run on a split (default test, else val; ``val,test`` for several) of its own data
     or of ``data``. ``options`` (or its fields as keywords: device, precision, tile, overlap, ...) say
-    how the model runs; see :class:`~lanner.config.InferenceOptions`."""
+    how the model runs; see :class:`~lanner.config.InferenceOptions`. Several runs are evaluated as
+    one ensemble (``options.weights``), written to RUN1/ensemble (:mod:`lanner.tasks.ensemble`)."""
     console = _console(console)
     options = options or InferenceOptions(**option_values)
+    if len(_runs(run)) > 1:
+        ensemble = load_ensemble(_runs(run), options.weights, options.device, options.precision)
+        console.print(describe_inference(ensemble.members[0]))
+        return ensemble.task.evaluate_ensemble(ensemble, data, split, options, console)
     loaded = load_for_inference(run, options.device, options.precision)
     console.print(describe_inference(loaded))
     metrics = loaded.task.evaluate(loaded, data, split, options, console)
@@ -209,7 +228,7 @@ def evaluate(
 
 
 def predict(
-    run: str | Path,
+    run: str | Path | Sequence[str | Path],
     inputs: list[str],
     out: str | Path | None = None,
     console: Console | None = None,
@@ -217,9 +236,13 @@ def predict(
     **option_values,
 ) -> list[dict]:
     """Predictions for files, folders and globs; ``options`` as for :func:`evaluate` (plus topk,
-    format, render)."""
+    format, render); several runs predict as one ensemble (``options.weights``)."""
     console = _console(console)
     options = options or InferenceOptions(**option_values)
+    if len(_runs(run)) > 1:
+        ensemble = load_ensemble(_runs(run), options.weights, options.device, options.precision)
+        console.print(describe_inference(ensemble.members[0]))
+        return ensemble.task.predict_ensemble(ensemble, inputs, Path(out) if out else None, options, console)
     loaded = load_for_inference(run, options.device, options.precision)
     console.print(describe_inference(loaded))
     return loaded.task.predict(loaded, inputs, Path(out) if out else None, options, console)
@@ -266,6 +289,14 @@ def list_models(task: str = "classify", pattern: str = "*") -> list[str]:
     return models.list_models(task, pattern)
 
 
+def model_summary(model: str | Path, task: str = "classify", image_size: int | None = None, depth: int = 1):
+    """A layer summary (:class:`lanner.models.summary.ModelSummary`) of a model name of ``task``'s
+    namespace, or of a run directory's trained model with its frozen parts marked."""
+    if RunDir(model).holds_run():
+        return summarise_run(model, image_size, depth)
+    return summarise_name(task, str(model), image_size, depth)
+
+
 def pretrained_tags(name: str) -> tuple[list[str], str | None]:
     """Pretrained weights that exist for a model, and which one ``--pretrained imagenet`` picks."""
     return pretrained_weights(name)
@@ -306,6 +337,12 @@ def current_run_dir() -> Path | None:
 def headline(metrics: dict) -> dict:
     """The scalar entries of a metrics dict (split, image count, accuracy or mAP, ...)."""
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | None) and k != "classes"}
+
+
+def outputs_dir(run: str | Path | Sequence[str | Path]) -> Path:
+    """Where eval and predict of ``run`` write: the run itself, or RUN1/ensemble for several runs."""
+    runs = _runs(run)
+    return Path(runs[0]) if len(runs) == 1 else Path(runs[0]) / ENSEMBLE_DIR
 
 
 def run_summary(run: str | Path) -> dict:

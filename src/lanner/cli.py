@@ -8,7 +8,7 @@ The options that set config values are not written here: each field of :class:`T
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import inspect
 import json
 import os
@@ -41,19 +41,23 @@ from lanner.config import (
 from lanner.errors import ConfigError, Interrupted, LannerError, Terminated
 
 
+class _LazyModule:
+    """Stands for a module until an attribute is asked for, then imports it and answers from it.
+    Not a module in ``sys.modules`` (as the stdlib's LazyLoader recipe makes): tools that scan
+    ``sys.modules`` (``inspect.getmodule``, which torch runs while it imports) would trigger the
+    import there, half-way through importing torch, and fail on the circular import."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
 def _lazy_module(name: str):
-    """``name`` imported on first use (the stdlib's LazyLoader recipe): the api pulls in torch, which
-    --help, usage errors and bad options should not wait seconds for."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    parent, _, child = name.rpartition(".")
-    setattr(sys.modules[parent], child, module)  # as an import would: `lanner.api` works too
-    return module
+    """``name`` imported on first use: the api pulls in torch, which --help, usage errors and bad
+    options should not wait seconds for."""
+    return sys.modules.get(name) or _LazyModule(name)
 
 
 api = _lazy_module("lanner.api")  # the library, reached only through its api
@@ -317,6 +321,9 @@ def resume(
     no_eval: NoEvalOpt = False,
     devices: DevicesOpt = 1,
     json_: JsonOpt = False,
+    unfreeze: Annotated[
+        bool, Opt("--unfreeze", help="train every layer from now on (a run trained with --freeze)")
+    ] = False,
     *,
     given: dict[str, Any],
 ) -> None:
@@ -325,7 +332,8 @@ def resume(
     if given.get("lr") == "auto":
         raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
     api.relaunch(devices)
-    api.resume(run, console, evaluate_after=not no_eval, **_nested(given))
+    flags = {"unfreeze": True} if unfreeze else {}  # only what was given reaches the api
+    api.resume(run, console, evaluate_after=not no_eval, **flags, **_nested(given))
     if json_:
         _print_json("resume", api.run_summary(run))
 
@@ -404,7 +412,10 @@ def _print_issues(s: dict) -> None:
 @config_options("convert", TrainConfig)
 def convert(
     data: Annotated[str, typer.Argument(help="dataset in any supported format")],
-    to: Annotated[str, Opt(help="coco, voc, yolo, labelme, csv (or folder for classification)")],
+    to: Annotated[
+        str,
+        Opt(help="coco, voc, yolo, labelme, csv (or folder for classification)"),
+    ],
     out: Annotated[Path, typer.Argument(help="output folder or file")],
     format: Annotated[str | None, Opt(help="source format (auto-detected)")] = None,
     strict: Annotated[bool, Opt(help="problems in the source are errors")] = False,
@@ -421,23 +432,47 @@ def convert(
         console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
 
 
+def _runs_then(first: Path, items: list[str]) -> tuple[list[Path], list[str]]:
+    """RUN [RUN...] then the rest: the items after the first run that are run directories (a checkpoint
+    in checkpoints/) are more runs, up to the first that is not; it and those after are DATA/IMAGES."""
+    runs = [first]
+    while len(runs) - 1 < len(items) and api.is_run(items[len(runs) - 1]):
+        runs.append(Path(items[len(runs) - 1]))
+    return runs, items[len(runs) - 1 :]
+
+
+def _one_or_all(runs: list[Path]) -> Path | list[Path]:
+    return runs[0] if len(runs) == 1 else runs
+
+
 @app.command(name="eval")
 @config_options("eval", TrainConfig, InferenceOptions)
 def eval_(
     run: Annotated[Path, typer.Argument()],
-    data: Annotated[str | None, typer.Argument(help="another dataset (default: the run's own data)")] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Argument(help="more runs (an ensemble), then another dataset (default: the first run's data)"),
+    ] = None,
     split: Annotated[str | None, Opt(help="split to evaluate (default: test, else val)")] = None,
     no_report: Annotated[bool, Opt("--no-report")] = False,
     json_: JsonOpt = False,
     *,
     given: dict[str, Any],
 ) -> None:
-    """Metrics of a run on a split: per-class report, confusion matrix, mAP for detectors."""
+    """Metrics of a run (or several as one ensemble) on a split: per-class report, confusion matrix, mAP."""
     _errors_go_to(run)
     options = _inference_options(given)
-    metrics = api.evaluate(run, data, split, console, report=not no_report, **options.as_kwargs())
+    runs, rest = _runs_then(run, data or [])
+    if len(rest) > 1:
+        raise ConfigError(
+            f"eval takes one DATA after the run(s); got {', '.join(rest)} (not run directories)"
+        )
+    dataset = rest[0] if rest else None
+    metrics = api.evaluate(
+        _one_or_all(runs), dataset, split, console, report=not no_report, **options.as_kwargs()
+    )
     if json_:
-        files = api.run_summary(run)
+        files = api.run_summary(api.outputs_dir(_one_or_all(runs)))
         written = {k: files[k] for k in ("metrics_file", "report")}
         _print_json("eval", {"run": str(run), "metrics": api.headline(metrics), **written})
 
@@ -446,20 +481,28 @@ def eval_(
 @config_options("predict", TrainConfig, InferenceOptions)
 def predict(
     run: Annotated[Path, typer.Argument()],
-    images: Annotated[list[str], typer.Argument(help="files, folders or globs")],
+    images: Annotated[
+        list[str], typer.Argument(help="more runs (an ensemble), then files, folders or globs")
+    ],
     out: Annotated[Path | None, Opt(help="output file (default RUN/predictions/)")] = None,
     json_: JsonOpt = False,
     *,
     given: dict[str, Any],
 ) -> None:
-    """Predict images with a trained run; preprocessing and classes come from the checkpoint."""
+    """Predict images with a trained run (or several as one ensemble); preprocessing and classes come from
+    the checkpoints."""
     _errors_go_to(run)
     options = _inference_options(given)
-    rows = api.predict(run, images, out, topk=options.topk, console=console, **options.as_kwargs())
+    runs, images = _runs_then(run, images)
+    if not images:
+        raise ConfigError("predict: give IMAGES (files, folders or globs) after the run(s)")
+    rows = api.predict(
+        _one_or_all(runs), images, out, topk=options.topk, console=console, **options.as_kwargs()
+    )
     if json_:
         failed = sum(1 for r in rows if r.get("error"))
-        written = {"out": str(out or Path(run) / "predictions"), "images": len(rows) - failed}
-        _print_json("predict", {"run": str(run), **written, "failed": failed})
+        written = {"out": str(out or api.outputs_dir(_one_or_all(runs)) / "predictions")}
+        _print_json("predict", {"run": str(run), **written, "images": len(rows) - failed, "failed": failed})
 
 
 @app.command()
@@ -521,19 +564,60 @@ def report(
 @app.command()
 def models(
     task: Annotated[str, Opt()] = "classify",
-    pattern: Annotated[str, typer.Argument()] = "*",
+    pattern: Annotated[
+        str, typer.Argument(help="a pattern (resnet*), a model name or a run directory")
+    ] = "*",
+    image_size: Annotated[int | None, Opt(help="input size of the layer summary", min=1)] = None,
+    depth: Annotated[int, Opt(help="layer summary: how many levels of blocks to list", min=1)] = 1,
 ) -> None:
-    """List model names; for one exact name, also the pretrained weights it has."""
+    """List model names; for one exact name (or a run directory), its layer summary and pretrained weights."""
+    if Path(pattern).is_dir():
+        _print_model_summary(api.model_summary(pattern, task, image_size, depth))
+        return
     names = api.list_models(task, pattern)
     for name in names:
         console.print(name, highlight=False)
     if names == [pattern]:
-        tags, default = api.pretrained_tags(pattern)
-        console.print(f"pretrained: {', '.join(tags) or 'none'}", highlight=False, soft_wrap=True)
-        if default:
-            console.print(
-                f"--pretrained {'coco' if default == 'coco' else 'imagenet'} picks {default}", highlight=False
-            )
+        _print_model_summary(api.model_summary(pattern, task, image_size, depth))
+        _print_pretrained(pattern)
+
+
+def _print_pretrained(name: str) -> None:
+    tags, default = api.pretrained_tags(name)
+    console.print(f"pretrained: {', '.join(tags) or 'none'}", highlight=False, soft_wrap=True)
+    if default:
+        console.print(
+            f"--pretrained {'coco' if default == 'coco' else 'imagenet'} picks {default}", highlight=False
+        )
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 10_000 else str(n)
+
+
+def _print_model_summary(s) -> None:
+    table = Table(
+        "block",
+        "type",
+        "output",
+        "params",
+        "trainable",
+        "frozen",
+        "MACs",
+        title=f"{s.model}, input {s.input}",
+    )
+    for b in s.blocks:
+        row = (b.name, b.kind, b.output, _millions(b.params), _millions(b.trainable), _millions(b.frozen))
+        table.add_row(*row, f"{b.macs / 1e6:.1f} M")
+    console.print(table)
+    console.print(
+        f"total: {s.params / 1e6:.2f} M parameters ({s.trainable / 1e6:.2f} M trainable, "
+        f"{s.frozen / 1e6:.2f} M frozen); "
+        f"{s.macs / 1e9:.3g} G multiply-adds = {s.flops / 1e9:.3g} GFLOPs (torch.utils.flop_counter)",
+        highlight=False,
+    )
+    for note in s.notes:
+        console.print(note, highlight=False)
 
 
 @app.command()

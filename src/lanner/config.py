@@ -246,6 +246,10 @@ class TrainConfig(BaseModel):
     weight_decay: float = option(0.05, help="weight decay", ge=0)
     momentum: float = option(0.9, help="SGD momentum", ge=0)
     label_smoothing: float = option(0.0, help="classification: label smoothing", ge=0, lt=1)
+    mixup: float = option(
+        0.0, help="classification: mixup alpha (e.g. 0.2; 0 = off); with --cutmix, each batch picks one", ge=0
+    )
+    cutmix: float = option(0.0, help="classification: cutmix alpha (e.g. 1.0; 0 = off)", ge=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)  # its fields declare their own options
 
     augment: Literal["none", "light", "default", "strong"] = option("default", help="augmentation")
@@ -271,8 +275,8 @@ class TrainConfig(BaseModel):
         ge=0,
     )
     freeze: str | None = option(
-        help="freeze backbone (whole run), backbone:N (N epochs), stages:K (stem + K stages), "
-        "fpn, rpn; comma-separated",
+        help="freeze backbone (whole run), backbone:N (N epochs, then unfrozen: a new segment), "
+        "stages:K (stem + K stages), fpn, rpn; comma-separated (lift it later: resume --unfreeze)",
         commands=("train",),
         pattern=r"^\s*(backbone|fpn|rpn|stages)(:\d+)?\s*(,\s*(backbone|fpn|rpn|stages)(:\d+)?\s*)*$",
     )
@@ -285,6 +289,11 @@ class TrainConfig(BaseModel):
     )
     monitor: str | None = option(
         help="metric for best checkpoint (val_acc, val_loss, val_map)", commands=("train", "resume")
+    )
+    eval_train: int | None = option(
+        help="training images scored like val each epoch, no augmentation, for train-vs-val curves "
+        "(default: as many as val; 0: none)",
+        ge=0,
     )
     seed: int = option(0, help="random seed (split, order, augmentation)")
     device: str = option("auto", help="auto, cpu, cuda, cuda:1")
@@ -372,18 +381,34 @@ class InferenceOptions(BaseModel):
         help="DATA given: read images its annotation file places outside its folder (files you trust)",
         commands=("eval",),
     )
+    weights: list[float] | None = option(
+        help="several RUNs (an ensemble): each run's weight, comma-separated in the runs' order, e.g. 2,1,1",
+        commands=INFERENCE,
+    )
+    score_threshold: float | None = option(
+        help="score threshold for every class (default: each class's own, chosen on val)",
+        commands=INFERENCE,
+        ge=0,
+        le=1,
+    )
     topk: int = option(5, help="classification: classes listed per image", commands=("predict",), ge=1)
     format: str | None = option(help="detection output: coco, csv, labelme, yolo", commands=("predict",))
+    columns: str | None = option(
+        help="classification: a submission CSV of HEADER=SOURCE columns, SOURCE one of stem, file, path "
+        "(the image), name, index, score (the prediction); e.g. Id=stem,Expected=name",
+        commands=("predict",),
+    )
     render: Path | None = option(help="detection: draw boxes on JPEG copies here", commands=("predict",))
 
     def as_kwargs(self) -> dict[str, Any]:
         """The keyword arguments ``api.evaluate`` / ``api.predict`` take: device and precision, then only
         the detection settings given (the rest stay the run's own). ``topk`` is predict's own argument."""
         given = self.model_dump(
-            exclude={"device", "precision", "topk", "allow_outside_root"}, exclude_none=True
+            exclude={"device", "precision", "topk", "allow_outside_root", "weights"}, exclude_none=True
         )
         trust = {"allow_outside_root": True} if self.allow_outside_root else {}
-        return {"device": self.device, "precision": self.precision, **trust, **given}
+        weights = {"weights": self.weights} if self.weights is not None else {}
+        return {"device": self.device, "precision": self.precision, **trust, **weights, **given}
 
     def tiling_overrides(self) -> dict[str, Any]:
         """The tiling settings given here, to override a detection run's own tiling."""

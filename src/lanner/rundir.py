@@ -42,6 +42,7 @@ class RunDir:
     curves_plot = property(lambda self: self.path / "plots" / "curves.png")
     checkpoints = property(lambda self: self.path / "checkpoints")
     metrics = property(lambda self: self.path / "metrics.json")
+    thresholds = property(lambda self: self.path / "thresholds.json")  # per-class, chosen on val
     eval = property(lambda self: self.path / "eval")
     eval_predictions = property(lambda self: self.path / "eval" / "predictions.json")
     pr_curves = property(lambda self: self.path / "eval" / "pr_curves.png")

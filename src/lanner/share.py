@@ -2,8 +2,9 @@
 
 ``lanner export RUN --format safetensors`` writes ``model.safetensors``, ``config.json`` and a
 ``README.md`` model card (plus the training curves). A classifier's folder is written by timm's own
-``save_for_hf``, so ``timm.create_model("local-dir:FOLDER")`` (or ``hf-hub:USER/REPO`` once pushed)
-builds it with its classes (``label_names``) and preprocessing (``pretrained_cfg``). Every folder
+``save_for_hf``, so ``timm.create_model("local-dir:FOLDER", pretrained=True)`` (or
+``hf-hub:USER/REPO`` once pushed; ``pretrained=True`` loads the weights) builds it with its classes
+(``label_names``) and preprocessing (``pretrained_cfg``). Every folder
 also carries lanner's checkpoint description under ``config.json["lanner"]``, so
 ``lanner predict FOLDER images/`` and ``lanner.load(FOLDER)`` work on it like on the run.
 
@@ -161,7 +162,7 @@ def _usage_section(loaded: LoadedRun, folder: Path) -> str:
 TIMM_USE = """```python
 import timm
 
-model = timm.create_model("hf-hub:USER/REPO")  # or "local-dir:FOLDER"
+model = timm.create_model("hf-hub:USER/REPO", pretrained=True).eval()  # or "local-dir:FOLDER"
 config = timm.data.resolve_data_config({}, model=model)  # the preprocessing
 labels = model.pretrained_cfg["label_names"]
 ```

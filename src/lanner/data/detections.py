@@ -50,7 +50,11 @@ class Detections:
         """The detections at ``index`` (an index or boolean array), in that order."""
         return Detections(self.boxes[index], self.scores[index], self.labels[index])
 
-    def above(self, score_threshold: float) -> Detections:
-        """The detections scoring at least ``score_threshold``, highest score first (stable)."""
+    def above(self, score_threshold: float | np.ndarray) -> Detections:
+        """The detections scoring at least ``score_threshold`` (one number, or [C] per class index),
+        highest score first (stable)."""
         order = np.argsort(-self.scores, kind="mergesort")
-        return self.take(order[self.scores[order] >= score_threshold])
+        floor = np.asarray(score_threshold, dtype=np.float64)
+        if floor.ndim:  # per class: each detection against its own class's threshold
+            floor = floor[self.labels[order]]
+        return self.take(order[self.scores[order] >= floor])

@@ -173,5 +173,3 @@ def check_supported(config, dist: Distributed) -> None:
         return
     if config.time:
         raise ConfigError("--time is not supported with several processes yet: give --epochs")
-    if config.freeze_epochs or config.freeze:
-        raise ConfigError("--freeze / --freeze-epochs are not supported with several processes yet")

@@ -22,7 +22,10 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
 def plot_curves(history: list[dict], segments: list[dict], path: str | Path) -> Path:
     """Loss, validation metrics and LR per epoch, with every resume point marked."""
     epochs = [int(h["epoch"]) for h in history]
-    metric_keys = [k for k in (history[0] if history else {}) if k.startswith("val_") and k != "val_loss"]
+    metric_keys = [
+        k for k in (history[0] if history else {}) if k.startswith(("val_", "train_")) and k != "val_loss"
+    ]
+    metric_keys = [k for k in metric_keys if k != "train_loss"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     loss_ax, metric_ax, lr_ax = axes
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
@@ -30,9 +33,12 @@ def plot_curves(history: list[dict], segments: list[dict], path: str | Path) -> 
         if any(y is not None for y in ys):
             loss_ax.plot(epochs, ys, style, marker="o", ms=3, label=key)
     for key in metric_keys:
-        metric_ax.plot(epochs, [_num(h.get(key)) for h in history], marker="o", ms=3, label=key)
+        style = "--" if key.startswith("train_") else "-"  # train dashed beside its val line
+        metric_ax.plot(epochs, [_num(h.get(key)) for h in history], style, marker="o", ms=3, label=key)
     lr_ax.plot(epochs, [_num(h.get("lr")) for h in history], marker="o", ms=3, color="#8250df", label="lr")
-    for ax, title in zip(axes, ("loss", "validation metrics", "learning rate (end of epoch)"), strict=True):
+    for ax, title in zip(
+        axes, ("loss", "metrics: val and train (dashed)", "learning rate (end of epoch)"), strict=True
+    ):
         for seg in segments[1:]:
             ax.axvline(seg["start_epoch"] + 0.5, color="#d1242f", ls="--", lw=1)
         ax.set_title(title)

@@ -8,17 +8,21 @@ from pathlib import Path
 
 from lanner.config import TrainConfig, make_config
 from lanner.engine.checkpoint import load_checkpoint
-from lanner.engine.schedules import lr_at
+from lanner.engine.schedules import lr_at, next_segment
 from lanner.engine.setup import now
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.rundir import RunDir
 
 RESUMABLE = ("lr", "epochs", "schedule", "patience", "monitor", "time")
+UNFROZEN = {"freeze": None, "freeze_epochs": 0}  # what --unfreeze changes
 
 
-def resumed_config(run: RunDir, changes: dict) -> tuple[dict, TrainConfig, TrainConfig]:
-    """(the last checkpoint, the config it was trained with, the config to go on with)."""
+def resumed_config(
+    run: RunDir, changes: dict, unfreeze: bool = False
+) -> tuple[dict, TrainConfig, TrainConfig]:
+    """(the last checkpoint, the config it was trained with, the config to go on with); ``unfreeze``
+    drops the run's --freeze from here on."""
     ckpt = load_checkpoint(run.find_checkpoint("last"))
     old = make_config(ckpt["config"], str(run.checkpoint("last")))
     unknown = set(changes) - set(RESUMABLE)
@@ -26,6 +30,10 @@ def resumed_config(run: RunDir, changes: dict) -> tuple[dict, TrainConfig, Train
         raise ConfigError(
             f"cannot change {', '.join(sorted(unknown))} on resume; resumable: {', '.join(RESUMABLE)}"
         )
+    if unfreeze:
+        if not (old.freeze or old.freeze_epochs):
+            raise ConfigError(f"--unfreeze: {run.path} was trained with nothing frozen (no --freeze)")
+        changes = {**changes, **UNFROZEN}
     return ckpt, old, make_config({**old.model_dump(mode="json"), **changes}, "resume options")
 
 
@@ -48,7 +56,7 @@ def changed(old: TrainConfig, new: TrainConfig, keys) -> dict:
 
 def describe_changes(diff: dict) -> str:
     def short(v):
-        return v.get("name", v) if isinstance(v, dict) else v
+        return v.get("name", v) if isinstance(v, dict) else ("none" if v is None else v)
 
     return ", ".join(f"{k} {short(a)} -> {short(b)}" for k, (a, b) in diff.items())
 
@@ -59,9 +67,7 @@ def add_segment(state: TrainState, config: TrainConfig, diff: dict, steps_per_ep
     state.total_epochs = config.epochs
     state.patience = config.patience
     state.monitor = config.monitor or state.monitor
-    seg = copy.deepcopy(prev)
-    seg.index, seg.start_epoch, seg.start_step = prev.index + 1, state.epoch, state.step
-    seg.reason, seg.changes, seg.time = "resume", diff, now()
+    seg = next_segment(prev, state.epoch, state.step, "resume", diff, now())
     seg.end_step = config.epochs * steps_per_epoch
     if {"lr", "schedule"} & set(diff) or ("epochs" in diff and prev.end_step != seg.end_step):
         # A new schedule starts here, from the LR asked for (or the LR in effect now), without warmup.
@@ -70,8 +76,6 @@ def add_segment(state: TrainState, config: TrainConfig, diff: dict, steps_per_ep
         spec = copy.deepcopy(config.schedule) if "schedule" in diff else copy.deepcopy(prev.schedule)
         spec.warmup_epochs = 0.0
         seg.schedule = spec
-    else:
-        seg.origin_step = prev.start_step if prev.origin_step is None else prev.origin_step
     state.segments.append(seg)
 
 

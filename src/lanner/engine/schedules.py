@@ -10,6 +10,7 @@ that of an uninterrupted run.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -109,6 +110,15 @@ class Segment:
         return cls(**d)
 
 
+def next_segment(prev: Segment, epoch: int, step: int, reason: str, changes: dict, time: str) -> Segment:
+    """A segment starting at ``step`` that goes on with ``prev``'s schedule (the LR curve is unchanged)."""
+    seg = copy.deepcopy(prev)
+    seg.index, seg.start_epoch, seg.start_step = prev.index + 1, epoch, step
+    seg.reason, seg.changes, seg.time = reason, changes, time
+    seg.origin_step = prev.start_step if prev.origin_step is None else prev.origin_step
+    return seg
+
+
 def lr_at(segments: list[Segment], step: int) -> float:
     """LR at a global optimizer step, from the last segment that started at or before it."""
     current = segments[0]
@@ -130,7 +140,7 @@ def plot_schedule(segments: list[Segment], total_steps: int, steps_per_epoch: in
     for seg in segments[1:]:
         ax.axvline(seg.start_step / steps_per_epoch, color="#d1242f", ls="--", lw=1)
         ax.annotate(
-            f"resume {seg.index}",
+            f"{seg.reason} {seg.index}",
             (seg.start_step / steps_per_epoch, ax.get_ylim()[1]),
             fontsize=8,
             color="#d1242f",

@@ -145,13 +145,23 @@ def set_up(config: TrainConfig, console: Console, prepare: Prepare, kind: str = 
     session = start(config, console, None, prepare, kind)
     prepared = session.prepared
     session.config = session.config.model_copy(
-        update={"model": prepared.model_name, "batch_size": prepared.batch_size}
+        update={
+            "model": prepared.model_name,
+            "batch_size": prepared.batch_size,
+            "data": _kept_data_path(config.data),
+        }
     )
     if session.dist.is_main:
         write_text(session.run.config, session.config.to_yaml())
         info = hardware_info(session.device, session.precision)
         write_json(session.run.hardware, {**info, "processes": session.dist.world})
     return session
+
+
+def _kept_data_path(data: str) -> str:
+    """DATA as config.yaml keeps it: a local path made absolute, so that eval, predict and resume find
+    the run's data from any working directory (a URL stays as given)."""
+    return str(Path(data).resolve()) if data and "://" not in data and Path(data).exists() else data
 
 
 def print_plan(s: Session, state: TrainState) -> None:
@@ -226,9 +236,8 @@ def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback) -> T
         time_budget_s=parse_duration(config.time) if config.time else None,
         freeze=parse_freeze(config.freeze, config.freeze_epochs),
     )
-    model = distributed.wrap(prepared.model, s.dist, s.device)
     return Trainer(
-        task=prepared.task, model=model, optimizer=optimizer, state=state, context=context,
+        task=prepared.task, model=prepared.model, optimizer=optimizer, state=state, context=context,
         settings=settings, callbacks=callbacks,
     )  # fmt: skip
 

@@ -3,12 +3,14 @@
 A task (classification, detection) supplies batches, a loss and a validation pass; the trainer
 owns everything else: LR from the run's schedule segments, mixed precision, history.csv and curves
 written every epoch, last/best checkpoints, early stopping, a wall-clock budget, and a resumable
-checkpoint on Ctrl-C or SIGTERM. An epoch is always one full pass over the training set.
+checkpoint on Ctrl-C or SIGTERM. An epoch is one full pass over the training set; only the last
+epoch of a ``--time`` run may be cut short, so that the budget is used whole (see engine/budget.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import signal
 import time
@@ -28,11 +30,21 @@ from rich.progress import (
 )
 
 from lanner.engine import distributed
+from lanner.engine.budget import (
+    FEW_STEPS,
+    BudgetPlan,
+    describe,
+    estimated_overhead,
+    plan_steps,
+    too_few_steps,
+    validation_interval,
+)
 from lanner.engine.callbacks import Callback
 from lanner.engine.checkpoint import save_checkpoint
-from lanner.engine.history import write_history, write_segments
+from lanner.engine.history import overfitting_start, write_history, write_segments
 from lanner.engine.plots import plot_curves
-from lanner.engine.schedules import Segment, lr_at
+from lanner.engine.schedules import Segment, lr_at, next_segment
+from lanner.engine.setup import now
 from lanner.errors import Interrupted
 from lanner.models.devices import autocast_for
 from lanner.models.weights import FreezePlan, apply_freeze, keep_frozen_norms
@@ -44,6 +56,7 @@ class TrainTask(Protocol):
 
     monitor: str  # default metric for best checkpoint / early stopping, e.g. "val_acc"
     num_train_images: int
+    num_val_images: int
     batch_size: int
 
     def steps_per_epoch(self) -> int: ...
@@ -162,16 +175,23 @@ class Trainer:
         settings: TrainSettings,
         callbacks: Callback | None = None,
     ) -> None:
-        """``model`` may be DDP-wrapped (``context.dist`` enabled); ``task`` then hands out this
-        process's share."""
-        self.task, self.model, self.optimizer, self.state = task, model, optimizer, state
+        """``model`` is the bare model; with several processes (``context.dist``) the trainer wraps it
+        in DDP itself, after freezing, and ``task`` hands out this process's share."""
+        self.task, self.optimizer, self.state = task, optimizer, state
         self.raw_model = distributed.unwrap(model)  # what is validated and saved
+        self.model: torch.nn.Module | None = None  # what trains: raw_model, or its DDP wrapper
         self.dist, self.console = context.dist, context.console
         self.callbacks = callbacks or Callback()  # told of every epoch on process 0
         self.run, self.device, self.precision = RunDir(context.run_dir), context.device, context.precision
         self.extra_checkpoint = settings.identity
         self.time_budget_s = settings.time_budget_s
+        # --time counts validation too. The first segment's budget is the whole run's (a resumed
+        # Ctrl-C finishes the plan it had); a resume that gave a new --time starts its own.
+        self._wall_at_start = state.wall_seconds if len(state.segments) > 1 else 0.0
+        self._overhead_s = 0.0
+        self._validate_every = 1
         self.freeze, self._freeze_told = settings.freeze, False
+        self._overfitting_told = False
         device, precision = self.device, self.precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
         self.steps_per_epoch = task.steps_per_epoch()
@@ -182,7 +202,7 @@ class Trainer:
         with _StopFlag() as stop:
             while st.epoch < st.total_epochs:
                 epoch_start = time.perf_counter()
-                self._set_freeze(st.epoch)
+                self._start_epoch(st.epoch)
                 train_loss = self._train_epoch(stop)
                 if self._stop_agreed(stop):
                     st.wall_seconds += time.perf_counter() - epoch_start
@@ -209,13 +229,14 @@ class Trainer:
                 st.step_in_epoch += 1
                 progress.update(bar, advance=1, loss=loss)
                 self._maybe_fit_time_budget(start, st.step_in_epoch - epoch_start_step)
-                if self._stop_agreed(stop):
+                if self._stop_agreed(stop) or self._budget_spent(start):
                     break
         elapsed = time.perf_counter() - start
         st.train_seconds += elapsed
         # Every process's losses and images count (sums over the group; unchanged for one process).
         loss_sum, loss_n, seen = distributed.sum_on_device([loss_sum, loss_n, seen], self.dist, self.device)
         self._epoch_speed = (seen / elapsed if elapsed > 0 else 0.0, elapsed)
+        self._epoch_steps = st.step_in_epoch
         # Added to what the epoch saw before an interruption: kept if this one is interrupted too.
         st.partial_loss_sum += float(loss_sum)
         st.partial_images += int(loss_n)
@@ -241,14 +262,10 @@ class Trainer:
         """Validate, record, checkpoint; True when training should stop early."""
         st = self.state
         st.epoch += 1
+        fraction = self._epoch_steps / self.steps_per_epoch
         st.step_in_epoch, st.partial_loss_sum, st.partial_images = 0, 0.0, 0
         images_per_s, epoch_time = self._epoch_speed
-        self.model.eval()
-        metrics = {}
-        if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
-            with torch.no_grad(), self._autocast():
-                metrics = self.task.validate(self.raw_model)
-        metrics = distributed.broadcast(metrics, self.dist)
+        metrics = self._validate() if self._validates(st.epoch) else {}
         row = {
             "epoch": st.epoch,
             "segment": st.segments[-1].index,
@@ -258,19 +275,47 @@ class Trainer:
             "epoch_time_s": round(epoch_time, 3),
             "images_per_s": round(images_per_s, 2),
         }
+        if fraction < 1:  # the budget's end cut the last epoch short: say how much of it ran
+            row["epoch_fraction"] = round(fraction, 4)
         st.history.append(row)
         improved = self._update_best(metrics)
         # The wall time of this epoch so far (the checkpoint written next is the only part left out).
         self._epoch_wall = time.perf_counter() - epoch_start
         st.wall_seconds += self._epoch_wall
-        self._refit_time_budget()
+        self._refit_time_budget(epoch_time)
         if self.dist.is_main:
             self._write_outputs(improved)
             self.callbacks.on_epoch_end(row)
         self._print_epoch(row, improved)
+        self._note_overfitting()
         return self._should_stop()
 
+    def _note_overfitting(self) -> None:
+        """Say once when val stopped improving while the same metric on training images kept improving."""
+        found = overfitting_start(self.state.history, self.state.monitor)
+        if found is None or self._overfitting_told:
+            return
+        self._overfitting_told = True
+        self.console.print(
+            f"[yellow]over-fitting[/] from epoch {found['epoch']}: {found['monitor']} has not improved since "
+            f"epoch {found['best_epoch']} while {found['train_metric']} kept improving "
+            "(more data, more augmentation or fewer epochs may help)"
+        )
+
     # ------------------------------------------------------------------------------------ helpers
+    def _validate(self) -> dict[str, float]:
+        self.model.eval()
+        metrics = {}
+        if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
+            with torch.no_grad(), self._autocast():
+                metrics = self.task.validate(self.raw_model)
+        return distributed.broadcast(metrics, self.dist)
+
+    def _validates(self, epoch: int) -> bool:
+        """Every epoch, except in a --time run whose validation would eat too much of the budget:
+        then every k-th epoch and the last (see budget.validation_interval)."""
+        return epoch % self._validate_every == 0 or epoch >= self.state.total_epochs
+
     def _update_best(self, metrics: dict) -> bool:
         st = self.state
         value = metrics.get(st.monitor)
@@ -293,9 +338,8 @@ class Trainer:
                 f"(best {st.best_value:.4f} at epoch {st.best_epoch})"
             )
             return True
-        # Stop when another epoch like the last one would overrun the wall-clock budget.
         budget = self.time_budget_s
-        if budget is not None and st.epoch < st.total_epochs and st.wall_seconds + self._epoch_wall > budget:
+        if budget is not None and st.epoch < st.total_epochs and self._budget_left() <= 0:
             spent = f"{st.wall_seconds:.0f}s of {budget:.0f}s"
             self.console.print(f"time budget reached after epoch {st.epoch} ({spent})")
             return True
@@ -324,53 +368,114 @@ class Trainer:
     def _maybe_fit_time_budget(self, epoch_start: float, steps_done: int) -> None:
         """With --time, size the run from the first steps' speed and lay the schedule over it."""
         st = self.state
-        if (
-            self.time_budget_s is None
-            or st.epoch > 0
-            or len(st.segments) > 1
-            or st.segments[0].reason == "timed"
-        ):
+        if self.time_budget_s is None or st.epoch > 0 or len(st.segments) > 1:
+            return
+        if st.segments[0].reason == "timed":
             return
         probe = min(max(3, self.steps_per_epoch // 5), self.steps_per_epoch)
         if steps_done < probe:
             return
-        per_step = (time.perf_counter() - epoch_start) / steps_done
-        # Validation costs roughly a third of a training pass over the same number of images.
-        per_epoch = per_step * self.steps_per_epoch * 1.15
-        epochs = max(1, int(self.time_budget_s // per_epoch))
-        st.total_epochs = epochs
-        seg = st.segments[0]
-        seg.end_step = epochs * self.steps_per_epoch
-        seg.reason = "timed"
-        self.console.print(
-            f"time budget {self.time_budget_s:.0f}s: about {per_epoch:.1f}s per epoch -> {epochs} epochs; "
-            f"LR schedule laid out over {seg.end_step} steps"
-        )
+        elapsed = time.perf_counter() - epoch_start
+        step_s = elapsed / steps_done
+        task = self.task
+        self._overhead_s = estimated_overhead(step_s, task.batch_size, task.num_val_images)
+        plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
+        self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
+        st.segments[0].reason = "timed"
 
-    def _refit_time_budget(self) -> None:
-        """After the first whole epoch (validation included) its wall time sizes the run for good."""
+    def _refit_time_budget(self, train_s: float) -> None:
+        """After every epoch, its measured step time and validation cost size the rest, so that the
+        schedule still ends where the budget does when epochs slow down (longer curves, a busy CPU)."""
         st = self.state
-        if self.time_budget_s is None or st.epoch != 1 or len(st.segments) > 1:
+        if self.time_budget_s is None or len(st.segments) > 1 or st.segments[0].reason != "timed":
             return
-        epochs = max(1, int(self.time_budget_s // max(self._epoch_wall, 1e-6)))
-        if epochs != st.total_epochs:
-            st.total_epochs = epochs
-            st.segments[0].end_step = epochs * self.steps_per_epoch
+        if st.epoch >= st.total_epochs:
+            return  # the planned steps are done
+        step_s = train_s / max(self._epoch_steps, 1)
+        if st.history[-1].keys() & {st.monitor, "val_loss"}:  # validated: its cost measured
+            self._overhead_s = max(self._epoch_wall - train_s, 0.0)
+        if st.epoch == 1:
+            self._space_validation(self._overhead_s, train_s)
+        overhead = self._overhead_s / self._validate_every  # what an epoch costs on average
+        plan = plan_steps(self._budget_left(), self.steps_per_epoch, step_s, overhead)
+        self._lay_out(BudgetPlan(st.step + plan.steps, st.epoch + plan.epochs), step_s, f"epoch {st.epoch}")
+
+    def _space_validation(self, validation_s: float, train_s: float) -> None:
+        self._validate_every = validation_interval(validation_s, train_s)
+        if self._validate_every > 1:
             self.console.print(
-                f"first epoch took {self._epoch_wall:.1f}s with validation: {epochs} epochs fit the budget; "
-                f"LR schedule laid out over {st.segments[0].end_step} steps"
+                f"validation took {validation_s:.0f}s against {train_s:.0f}s of training: within "
+                f"--time it runs every {self._validate_every} epochs (and after the last)"
             )
 
-    def _set_freeze(self, epoch: int) -> None:
+    def _lay_out(self, plan: BudgetPlan, step_s: float, measured_on: str) -> None:
+        st, seg = self.state, self.state.segments[0]
+        told = plan.epochs == st.total_epochs and seg.reason == "timed"
+        st.total_epochs, seg.end_step = plan.epochs, plan.steps
+        if told:
+            return  # a small correction: the same number of epochs, not worth a line
+        self.console.print(
+            f"time budget {self.time_budget_s:.0f}s at {step_s:.2f}s per step ({measured_on}): "
+            f"{describe(plan, self.steps_per_epoch)}; LR schedule laid out over {plan.steps} steps"
+        )
+        if plan.steps < FEW_STEPS and seg.reason != "timed":
+            self.console.print(f"[yellow]{too_few_steps(plan.steps)}[/]")
+
+    def _budget_left(self) -> float:
+        return (self.time_budget_s or 0.0) - (self.state.wall_seconds - self._wall_at_start)
+
+    def _budget_spent(self, epoch_start: float) -> bool:
+        """With --time: the planned steps are done, or the clock says so (a plan made on a
+        too-hopeful estimate must not overrun); the epoch ends here and is validated."""
+        if self.time_budget_s is None:
+            return False
+        if self.state.step >= self.state.segments[-1].end_step:
+            return True
+        return time.perf_counter() - epoch_start + self._overhead_s >= self._budget_left()
+
+    def _start_epoch(self, epoch: int) -> None:
+        """Freeze what ``--freeze`` says for this epoch; (re-)wrap for DDP when what trains changed."""
+        changed = self._set_freeze(epoch)
+        if self.model is not None and not (changed and self.dist.enabled):
+            return
+        if self.model is not None:
+            # DDP averages the gradients of the parameters that required them when it wrapped the
+            # model: frozen ones are left out, and unfrozen ones need a new wrapper (torch's advice).
+            self.model = None
+            gc.collect()  # the old wrapper's gradient hooks go with it
+        self.model = distributed.wrap(self.raw_model, self.dist, self.device)
+
+    def _set_freeze(self, epoch: int) -> bool:
+        """Apply the freeze plan for ``epoch``; whether that changed which parameters train."""
         plan = self.freeze
         if plan is None:
-            return
-        count = apply_freeze(self.raw_model, plan, frozen=plan.active(epoch))
-        if epoch == plan.epochs:
-            self.console.print(f"epoch {epoch + 1}: backbone unfrozen, training all layers")
-        elif not self._freeze_told:
-            self.console.print(f"{plan.describe()} ({count} tensors)")
+            return False
+        before = [p.requires_grad for p in self.raw_model.parameters()]
+        frozen = plan.active(epoch)
+        count = apply_freeze(self.raw_model, plan, frozen=frozen)
+        if not frozen:
+            self._record_unfreeze(plan)
+        if not self._freeze_told or epoch == plan.epochs:
+            self._tell_freeze(plan, epoch, count)
         self._freeze_told = True
+        return before != [p.requires_grad for p in self.raw_model.parameters()]
+
+    def _record_unfreeze(self, plan: FreezePlan) -> None:
+        """``--freeze backbone:N`` ends: a new segment of the run (once; a resume finds it recorded)."""
+        st = self.state
+        if any(s.reason == "unfreeze" for s in st.segments):
+            return
+        change = {"freeze": [plan.text, None]}
+        st.segments.append(next_segment(st.segments[-1], st.epoch, st.step, "unfreeze", change, now()))
+
+    def _tell_freeze(self, plan: FreezePlan, epoch: int, count: int) -> None:
+        if plan.active(epoch):
+            self.console.print(f"{plan.describe()} ({count} tensors)")
+            return
+        segment = next(s.index for s in self.state.segments if s.reason == "unfreeze")
+        when = f"epoch {epoch + 1}:" if epoch == plan.epochs else f"since epoch {plan.epochs + 1}:"
+        parts = ", ".join(plan.parts)
+        self.console.print(f"{when} {parts} unfrozen, training all layers (segment {segment})")
 
     def _autocast(self):
         return autocast_for(self.device, self.precision)

@@ -24,8 +24,14 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b != 0)
 
 
-def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict:
-    """``probs`` [N, C] scores, ``targets`` [N] class indices -> the metrics.json content."""
+def classification_metrics(
+    probs: torch.Tensor, targets: torch.Tensor, classes: list[str], thresholds: np.ndarray | None = None
+) -> dict:
+    """``probs`` [N, C] scores, ``targets`` [N] class indices -> the metrics.json content.
+
+    ``thresholds`` [C] (chosen on val, :mod:`lanner.eval.thresholds`) are recorded per class: the
+    score below which ``lanner predict`` calls a top class not confident. The table itself is of
+    the top class, as accuracy is: a classifier always names one class."""
     n_cls = len(classes)
     preds = probs.argmax(1)
     cm = multiclass_confusion_matrix(preds, targets, num_classes=n_cls).numpy().astype(np.int64)
@@ -47,6 +53,7 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, classes: 
                 "f1": float(f1[i]),
                 "support": int(support[i]),
             }
+            | ({"threshold": float(thresholds[i])} if thresholds is not None else {})
             for i, name in enumerate(classes)
         },
         "macro_avg": {

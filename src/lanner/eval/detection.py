@@ -52,6 +52,7 @@ from lanner.eval._coco import (
     to_coco,
 )
 from lanner.eval.detection_plots import plot_confusion_matrix, plot_pr_curves
+from lanner.eval.thresholds import ChosenThreshold, best_f1_threshold
 
 __all__ = [
     "evaluate_detections",
@@ -91,7 +92,7 @@ class ImageMatch:
         }
 
 
-def _greedy_match(
+def greedy_match(
     iou: np.ndarray, allowed: np.ndarray, det_free: np.ndarray, gt_free: np.ndarray, thr: float
 ) -> list[tuple[int, int]]:
     """(det, gt) pairs: each free detection in row (= score) order takes the free allowed ground
@@ -107,7 +108,7 @@ def _greedy_match(
     return pairs
 
 
-def _ignored(det: Detections, record: ImageRecord, crowd: np.ndarray, thr: float) -> np.ndarray:
+def ignored_detections(det: Detections, record: ImageRecord, crowd: np.ndarray, thr: float) -> np.ndarray:
     """Detections inside a crowd box of their class or inside any ignore region."""
     ignored = np.zeros(len(det), dtype=bool)
     if crowd.any():
@@ -118,18 +119,24 @@ def _ignored(det: Detections, record: ImageRecord, crowd: np.ndarray, thr: float
     return ignored
 
 
-def _crowd_flags(record: ImageRecord) -> np.ndarray:
+def crowd_flags(record: ImageRecord) -> np.ndarray:
     if len(record.iscrowd) == len(record.boxes):
         return np.asarray(record.iscrowd, dtype=bool)
     return np.zeros(len(record.boxes), dtype=bool)
 
 
 def match_image(
-    record: ImageRecord, det: Detections, num_classes: int, *, score_threshold: float, iou_threshold: float
+    record: ImageRecord,
+    det: Detections,
+    num_classes: int,
+    *,
+    score_threshold: float | np.ndarray,
+    iou_threshold: float,
 ) -> ImageMatch:
-    """Match one image's predictions to its ground truth (rules in the module docstring)."""
+    """Match one image's predictions to its ground truth (rules in the module docstring);
+    ``score_threshold`` is one number or [C] per class."""
     det = det.above(score_threshold)
-    crowd = _crowd_flags(record)
+    crowd = crowd_flags(record)
     gt_boxes = np.asarray(record.boxes, dtype=np.float64)[~crowd]
     gt_labels = np.asarray(record.labels, dtype=np.int64)[~crowd]
     iou = box_iou(det.boxes, gt_boxes)
@@ -139,16 +146,55 @@ def match_image(
 
     pairs = [
         (gt_labels[g], det.labels[d])
-        for d, g in _greedy_match(iou, same_class, det_free, gt_free, iou_threshold)
+        for d, g in greedy_match(iou, same_class, det_free, gt_free, iou_threshold)
     ]
-    det_free &= ~_ignored(det, record, crowd, iou_threshold)
+    det_free &= ~ignored_detections(det, record, crowd, iou_threshold)
     pairs += [
         (gt_labels[g], det.labels[d])
-        for d, g in _greedy_match(iou, ~same_class, det_free, gt_free, iou_threshold)
+        for d, g in greedy_match(iou, ~same_class, det_free, gt_free, iou_threshold)
     ]
     pairs += [(num_classes, label) for label in det.labels[det_free]]
     pairs += [(label, num_classes) for label in gt_labels[gt_free]]
     return ImageMatch(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), num_classes)
+
+
+def same_class_hits(
+    record: ImageRecord, det: Detections, iou_threshold: float
+) -> tuple[Detections, np.ndarray, np.ndarray]:
+    """Step 1 of the matching (and step 2's ignoring) at every score at once: ``det`` sorted by
+    score, whether each is a true positive [K] bool, whether each counts at all (not ignored) [K]."""
+    det = det.above(-np.inf)
+    crowd = crowd_flags(record)
+    gt_boxes = np.asarray(record.boxes, dtype=np.float64)[~crowd]
+    gt_labels = np.asarray(record.labels, dtype=np.int64)[~crowd]
+    det_free = np.ones(len(det), dtype=bool)
+    same_class = det.labels[:, None] == gt_labels[None, :]
+    iou = box_iou(det.boxes, gt_boxes)
+    greedy_match(iou, same_class, det_free, np.ones(len(gt_boxes), dtype=bool), iou_threshold)
+    hits = ~det_free
+    counted = hits | ~ignored_detections(det, record, crowd, iou_threshold)
+    return det, hits, counted
+
+
+def detection_thresholds(
+    dataset: Dataset, predictions: list[Detections], iou_threshold: float = 0.5
+) -> dict[str, ChosenThreshold]:
+    """{class: the score threshold maximising its F1} (:mod:`lanner.eval.thresholds`)."""
+    _check_inputs(dataset, predictions)
+    scores, labels, hits = [], [], []
+    positives = np.zeros(len(dataset.classes), dtype=np.int64)
+    for record, det in zip(dataset.records, predictions, strict=True):
+        det, hit, counted = same_class_hits(record, det, iou_threshold)
+        scores.append(det.scores[counted])
+        labels.append(det.labels[counted])
+        hits.append(hit[counted])
+        gt_labels = np.asarray(record.labels, dtype=np.int64)[~crowd_flags(record)]
+        positives += np.bincount(gt_labels, minlength=len(dataset.classes))
+    scores, labels, hits = (np.concatenate(x) if x else np.zeros(0) for x in (scores, labels, hits))
+    return {
+        name: best_f1_threshold(scores[labels == c], hits[labels == c].astype(bool), int(positives[c]))
+        for c, name in enumerate(dataset.classes)
+    }
 
 
 def confusion_matrix(matches: list[ImageMatch], num_classes: int) -> np.ndarray:
@@ -172,8 +218,11 @@ def _f1(precision: float | None, recall: float | None) -> float | None:
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def _per_class(classes: list[str], matrix: np.ndarray, coco: CocoResult | None) -> dict[str, dict]:
-    """Per-class AP from COCO, counts and ratios from the confusion matrix (background excluded)."""
+def _per_class(
+    classes: list[str], matrix: np.ndarray, coco: CocoResult | None, thresholds: np.ndarray
+) -> dict[str, dict]:
+    """Per-class AP from COCO, counts and ratios from the confusion matrix (background excluded),
+    the score threshold they were counted at."""
     per_class = {}
     for c, name in enumerate(classes):
         tp = int(matrix[c, c])
@@ -189,6 +238,7 @@ def _per_class(classes: list[str], matrix: np.ndarray, coco: CocoResult | None) 
             "fp": predicted - tp,
             "misses": support - tp,
             "support": support,
+            "threshold": float(thresholds[c]),
         }
     return per_class
 
@@ -235,7 +285,11 @@ def coco_evaluation(dataset: Dataset, predictions: list[Detections]) -> CocoResu
 
 
 def match_all(
-    dataset: Dataset, predictions: list[Detections], *, score_threshold: float, iou_threshold: float
+    dataset: Dataset,
+    predictions: list[Detections],
+    *,
+    score_threshold: float | np.ndarray,
+    iou_threshold: float,
 ) -> list[ImageMatch]:
     num_classes = len(dataset.classes)
     return [
@@ -250,11 +304,18 @@ def evaluate_detections(
     *,
     score_threshold: float = 0.25,
     iou_threshold: float = 0.5,
+    class_thresholds: np.ndarray | None = None,
 ) -> dict:
-    """metrics.json content for detection (keys: docs/run-directory.md), one prediction per record."""
+    """metrics.json content for detection (keys: docs/run-directory.md), one prediction per record.
+
+    The operating point is ``class_thresholds`` ([C], one per class) when given, else ``score_threshold``
+    for every class; ``per_class[name]["threshold"]`` records which."""
     _check_inputs(dataset, predictions)
     coco = coco_evaluation(dataset, predictions)
-    matches = match_all(dataset, predictions, score_threshold=score_threshold, iou_threshold=iou_threshold)
+    thresholds = np.full(len(dataset.classes), float(score_threshold))
+    if class_thresholds is not None:
+        thresholds = np.asarray(class_thresholds, dtype=np.float64)
+    matches = match_all(dataset, predictions, score_threshold=thresholds, iou_threshold=iou_threshold)
     matrix = confusion_matrix(matches, len(dataset.classes))
     return {
         "task": "detect",
@@ -262,7 +323,7 @@ def evaluate_detections(
         "num_images": len(dataset.records),
         "classes": list(dataset.classes),
         **_coco_summary(coco),
-        "per_class": _per_class(dataset.classes, matrix, coco),
+        "per_class": _per_class(dataset.classes, matrix, coco, thresholds),
         "confusion_matrix": matrix.tolist(),
         "score_threshold": float(score_threshold),
         "iou_threshold": float(iou_threshold),
@@ -276,7 +337,9 @@ def _rounded(values: np.ndarray, decimals: int) -> list:
     return np.round(np.asarray(values, dtype=np.float64), decimals).tolist()
 
 
-def _image_entry(record: ImageRecord, det: Detections, match: ImageMatch, score_threshold: float) -> dict:
+def _image_entry(
+    record: ImageRecord, det: Detections, match: ImageMatch, score_threshold: float | np.ndarray
+) -> dict:
     # Only the predictions the errors were counted on: the gallery then shows exactly what was scored.
     shown = det.above(score_threshold)
     return {
@@ -285,7 +348,7 @@ def _image_entry(record: ImageRecord, det: Detections, match: ImageMatch, score_
         "height": record.height,
         "gt_boxes": _rounded(record.boxes, 2),
         "gt_labels": np.asarray(record.labels, dtype=np.int64).tolist(),
-        "gt_iscrowd": _crowd_flags(record).tolist(),
+        "gt_iscrowd": crowd_flags(record).tolist(),
         "ignore_boxes": _rounded(np.asarray(record.ignore).reshape(-1, 4), 2),
         "pred_boxes": _rounded(shown.boxes, 2),
         "pred_labels": shown.labels.tolist(),
@@ -295,8 +358,8 @@ def _image_entry(record: ImageRecord, det: Detections, match: ImageMatch, score_
 
 
 def predictions_document(metrics: dict, dataset: Dataset, predictions: list[Detections]) -> dict:
-    """The eval/predictions.json content, predictions filtered at the metrics' score threshold."""
-    score_threshold = metrics["score_threshold"]
+    """The eval/predictions.json content, predictions filtered at the metrics' score thresholds."""
+    score_threshold = metric_thresholds(metrics)
     matches = match_all(
         dataset,
         predictions,
@@ -313,6 +376,16 @@ def predictions_document(metrics: dict, dataset: Dataset, predictions: list[Dete
         "split": metrics.get("split"),
         "images": images,
     }
+
+
+def metric_thresholds(metrics: dict) -> np.ndarray:
+    """[C] the per-class thresholds metrics.json was counted at (its single one where absent)."""
+    default = float(metrics["score_threshold"])
+    per_class = metrics.get("per_class") or {}
+    return np.array(
+        [(per_class.get(name) or {}).get("threshold", default) for name in metrics["classes"]],
+        dtype=np.float64,
+    )
 
 
 def _confusion_csv(classes: list[str], matrix: list[list[int]]) -> str:

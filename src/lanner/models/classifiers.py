@@ -1,4 +1,5 @@
-"""Classifiers: every timm model, by name, in the ``classify`` namespace."""
+"""Classifiers: every timm model, by name, in the ``classify`` namespace, and the classic small nets
+of :mod:`lanner.models.classic` beside them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import timm
 import timm.data
 from torch import nn
 
+from lanner.models import classic  # noqa: F401  (registers the classic nets)
 from lanner.models.registry import Family, create_model, register_family
 
 
@@ -21,3 +23,8 @@ def build_classifier(name: str, num_classes: int) -> tuple[nn.Module, tuple, tup
     model = create_model("classify", name, num_classes=num_classes)
     cfg = timm.data.resolve_data_config({}, model=model)
     return model, tuple(cfg["mean"]), tuple(cfg["std"])
+
+
+def default_input_size(model: nn.Module) -> int:
+    """The input size a classifier was designed for (timm's pretrained config; 224 when unsaid)."""
+    return int(timm.data.resolve_data_config({}, model=model)["input_size"][-1])

@@ -12,6 +12,8 @@ task adds it to targets and subtracts it from outputs, so lanner's labels are al
 Weights always start random (``weights=None, weights_backbone=None``); ``--pretrained`` loads
 ImageNet weights into a timm backbone (``TimmFPN.timm_name``) or torchvision's COCO weights into a
 torchvision detector (``model.torchvision_builder``) afterwards, see :mod:`lanner.models.transfer`.
+Their normalisation is ImageNet's unless the backbone's pretrained weights say otherwise (timm's
+pretrained config; :func:`set_normalization`, recorded as the checkpoint's ``normalize``).
 The ``fcos_<backbone>`` family is lanner's compact one-stage detector: a timm ``features_only``
 backbone (strides 8, 16, 32), a narrow FPN and a 2-conv GroupNorm FCOS head. GroupNorm in the head
 because the head's statistics are pooled over few images per batch on a CPU; the backbone keeps
@@ -64,6 +66,12 @@ class TimmFPN(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feats = self.body(x)  # [B, C_i, H/s, W/s] for s in 8, 16, 32
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
+
+
+def set_normalization(model: nn.Module, mean, std) -> None:
+    """The mean/std the detector's own transform normalises with (a backbone's pretrained weights')."""
+    model.transform.image_mean = [float(v) for v in mean]
+    model.transform.image_std = [float(v) for v in std]
 
 
 def _no_resize(model: nn.Module, image_size: int) -> nn.Module:

@@ -24,7 +24,7 @@ from torch import nn
 from lanner.errors import CheckpointError, ConfigError
 from lanner.rundir import CheckpointMeta, RunDir
 
-SOURCE_KINDS = ("timm", "torchvision", "file", "run")
+SOURCE_KINDS = ("timm", "torchvision", "torchvision_backbone", "file", "run")
 HF_WEIGHTS_FILE = "model.safetensors"
 OFFLINE_VALUES = ("1", "true", "yes", "on")
 
@@ -37,13 +37,15 @@ class WeightsSource:
     kind: str  # one of SOURCE_KINDS
     path: Path | None = None  # the local file (None until fetched for hub weights)
     timm_name: str | None = None  # "resnet18.a1_in1k" for timm weights
-    torchvision: str | None = None  # the torchvision builder, for coco weights
+    torchvision: str | None = None  # the torchvision builder, for coco (or its backbone's imagenet) weights
+    backbone_weights: str | None = None  # torchvision's enum for imagenet: ResNet50_Weights.IMAGENET1K_V1
     classes: list[str] | None = None  # the source's own classes (a run, COCO), for class surgery
     class_offset: int = 0  # rows before the first class in the source's heads (background)
     data_cfg: dict[str, Any] = field(default_factory=dict)  # timm's mean, std, input size, crop_pct, ...
 
     def describe(self) -> str:
-        name = self.timm_name or (f"{self.torchvision} COCO_V1" if self.torchvision else None)
+        coco = f"{self.torchvision} COCO_V1" if self.torchvision else None
+        name = self.timm_name or self.backbone_weights or coco
         return f"{self.spec} ({name})" if name and name != self.spec else self.spec
 
 
@@ -63,6 +65,8 @@ def resolve_source(spec: str, model: nn.Module) -> WeightsSource:
         return _local_source(spec, path)
     if spec == "coco":
         return _coco_source(model)
+    if spec == "imagenet" and getattr(model, "torchvision_builder", None):
+        return _backbone_source(model.torchvision_builder)
     arch = timm_arch(model)
     name = _timm_name(spec, arch)
     if name is None:
@@ -118,7 +122,8 @@ def pretrained_tags(name: str) -> tuple[list[str], str | None]:
         from torchvision.models import get_model_weights
 
         if get_model_weights(name).COCO_V1:
-            return ["coco"], "coco"
+            backbone = [] if name.startswith("ssd") else ["imagenet (the backbone's)"]
+            return ["coco", *backbone], "coco"
     except (ValueError, KeyError, AttributeError):
         pass
     arch = name.removeprefix("fcos_") if not timm.is_model(name) else name
@@ -139,6 +144,29 @@ def _coco_source(model: nn.Module) -> WeightsSource:
 
     categories = list(get_model_weights(builder).COCO_V1.meta["categories"])
     return WeightsSource("coco", "torchvision", torchvision=builder, classes=categories[1:], class_offset=1)
+
+
+def backbone_weights_enum(builder: str):
+    """The ImageNet weights torchvision's ``builder(weights_backbone=...)`` takes (the enum member
+    its legacy ``pretrained_backbone=True`` picked: IMAGENET1K_V1)."""
+    import typing
+
+    from torchvision.models import detection
+
+    hint = typing.get_type_hints(getattr(detection, builder))["weights_backbone"]
+    enum = next(a for a in typing.get_args(hint) if a is not type(None))
+    return enum.IMAGENET1K_V1
+
+
+def _backbone_source(builder: str) -> WeightsSource:
+    if builder.startswith("ssd"):
+        raise ConfigError(
+            f"--pretrained imagenet: {builder}'s backbone differs from the ImageNet classifier's "
+            "(torchvision reduces its tail when trained from scratch); use --pretrained coco"
+        )
+    member = backbone_weights_enum(builder)
+    name = f"{type(member).__name__}.{member.name}"
+    return WeightsSource("imagenet", "torchvision_backbone", torchvision=builder, backbone_weights=name)
 
 
 def _local_source(spec: str, path: Path) -> WeightsSource:
@@ -168,8 +196,14 @@ def fetch(source: WeightsSource) -> WeightsSource:
         return source
     if source.kind == "timm":
         source.path = _hub_file(source.timm_name)
+    elif source.kind == "torchvision_backbone":
+        member = backbone_weights_enum(source.torchvision)
+        source.path = _torch_hub_file(member.url, f"imagenet: {source.backbone_weights}")
     else:
-        source.path = _torch_hub_file(source.torchvision)
+        from torchvision.models import get_model_weights
+
+        url = get_model_weights(source.torchvision).COCO_V1.url
+        source.path = _torch_hub_file(url, f"coco: {source.torchvision}'s COCO")
     return source
 
 
@@ -200,10 +234,9 @@ def _hub_file(name: str) -> Path:
         ) from None
 
 
-def _torch_hub_file(builder: str) -> Path:
-    from torchvision.models import get_model_weights
-
-    url = get_model_weights(builder).COCO_V1.url
+def _torch_hub_file(url: str, what: str) -> Path:
+    """torch's cached copy of ``url`` (``$TORCH_HOME/hub/checkpoints``), downloaded when missing and
+    allowed; else an error naming the file and where it goes."""
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     target = folder / url.rsplit("/", 1)[-1]
     if target.is_file():
@@ -216,7 +249,7 @@ def _torch_hub_file(builder: str) -> Path:
         return target
     except Exception as e:
         raise ConfigError(
-            f"--pretrained coco: {builder}'s COCO weights are not in torch's cache and cannot be "
+            f"--pretrained {what} weights are not in torch's cache and cannot be "
             f"downloaded ({type(e).__name__}: {e}). Fetch {url} on a machine with network and put it "
             f"at {target} (the folder is $TORCH_HOME/hub/checkpoints); or pass the downloaded file "
             f"itself: --pretrained path/to/{target.name}"

@@ -137,6 +137,8 @@ def source_state(source: WeightsSource, model: nn.Module) -> dict[str, torch.Ten
     """The source's tensors: a fetched file read (a lanner checkpoint also gives its classes), or
     timm's pretrained weights built into the architecture (its filters applied) for timm tags."""
     fetch(source)
+    if source.kind == "torchvision_backbone":
+        return _torchvision_backbone_state(source)
     if source.kind != "timm":
         state, meta = read_weights(source.path)
         if meta is not None and source.classes is None:
@@ -158,6 +160,14 @@ def _timm_state(source: WeightsSource, model: nn.Module) -> dict[str, torch.Tens
     except Exception as e:  # a corrupt or foreign file in the cache
         raise CheckpointError(f"{source.path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
     return built.state_dict()
+
+
+def _torchvision_backbone_state(source: WeightsSource) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet classifier weights, named as the detector's feature extractor names
+    them under ``backbone.body.``: a ResNet's as they are (``layer1.0...``), a MobileNet's
+    ``features.N...`` as ``N...`` (torchvision's extractors wrap ``features`` directly)."""
+    state, _ = read_weights(source.path)
+    return {k.removeprefix("features."): v for k, v in state.items()}
 
 
 def load_pretrained(model: nn.Module, source: WeightsSource, classes: Classes) -> dict:

@@ -8,7 +8,8 @@ Parts of a model, by the names torchvision and timm give them:
 - ``rpn``: Faster R-CNN's region proposal network
 - ``stages:K``: the backbone's stem and its first K stages (timm's ``feature_info``; ResNet layers)
 
-``--freeze backbone`` freezes for the whole run, ``backbone:N`` for the first N epochs;
+``--freeze backbone`` freezes for the whole run, ``backbone:N`` for the first N epochs (the trainer
+records the unfreeze as a new segment of the run); ``lanner resume RUN --unfreeze`` drops it;
 ``backbone,fpn,rpn`` leaves only Faster R-CNN's ROI heads training. Normalisation layers whose
 weights are all frozen stay in eval mode, so their running statistics do not move either.
 """
@@ -37,6 +38,7 @@ class FreezePlan:
     parts: tuple[str, ...]
     stages: int | None = None
     epochs: int | None = None
+    text: str = "backbone"  # as given (``backbone:2``), for the segment that records the unfreeze
 
     def active(self, epoch: int) -> bool:
         return self.epochs is None or epoch < self.epochs
@@ -50,7 +52,8 @@ class FreezePlan:
 def parse_freeze(text: str | None, freeze_epochs: int = 0) -> FreezePlan | None:
     """``backbone``, ``backbone:N``, ``stages:K``, ``--freeze-epochs N``: ``backbone:N``."""
     if not text:
-        return FreezePlan(("backbone",), epochs=freeze_epochs) if freeze_epochs else None
+        plan = FreezePlan(("backbone",), epochs=freeze_epochs, text=f"backbone:{freeze_epochs}")
+        return plan if freeze_epochs else None
     parts, stages, epochs = [], None, None
     for item in (i.strip() for i in text.split(",") if i.strip()):
         name, _, count = item.partition(":")
@@ -64,7 +67,7 @@ def parse_freeze(text: str | None, freeze_epochs: int = 0) -> FreezePlan | None:
             stages = int(count)
         elif count:
             epochs = int(count)
-    return FreezePlan(tuple(parts), stages, epochs if epochs else None)
+    return FreezePlan(tuple(parts), stages, epochs if epochs else None, text.replace(" ", ""))
 
 
 # ---------------------------------------------------------------------------------------- parts

@@ -30,7 +30,8 @@ import yaml
 
 from lanner._io import write_text
 from lanner.data.images import open_image
-from lanner.errors import CheckpointError, DataError
+from lanner.engine.history import overfitting_start, read_history
+from lanner.errors import CheckpointError, DataError, LannerError
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
 
@@ -72,12 +73,14 @@ def collect(run_dir: Path, *, max_images: int = 100, max_side: int = MAX_SIDE) -
         "classes": [str(c) for c in classes],
         "config": config,
         "history": _read(run.history, _load_history, problems) or {},
+        "overfitting": _overfitting(run, config, task),
         "segments": segments if isinstance(segments, list) else [],
         "data_check": _read(run.data_check, _load_json, problems),
         "metrics": metrics,
         "hardware": _hardware(run_dir, segments, metrics, problems),
         "pr_curves": _plot_uri(run.pr_curves, problems),
         "threshold": threshold,
+        "class_thresholds": _class_thresholds(metrics, classes),
         "gallery": None,
         "problems": problems,
     }
@@ -162,6 +165,25 @@ def _threshold(metrics: dict, config: dict) -> float:
         if isinstance(value, (int, float)) and 0 <= value <= 1:
             return float(value)
     return DEFAULT_THRESHOLD
+
+
+def _overfitting(run: RunDir, config: dict, task: str) -> dict | None:
+    """The trainer's over-fitting rule on history.csv (engine.history.overfitting_start)."""
+    try:
+        rows = read_history(run.history)
+        monitor = config.get("monitor") or get_task(task).monitor
+    except (OSError, ValueError, LannerError):
+        return None
+    return overfitting_start(rows, monitor) if rows else None
+
+
+def _class_thresholds(metrics: dict, classes: list) -> list | None:
+    """Each class's score threshold (per_class[name].threshold) in class order, or None."""
+    per_class = metrics.get("per_class")
+    if not isinstance(per_class, dict):
+        return None
+    found = [(per_class.get(str(c)) or {}).get("threshold") for c in classes]
+    return found if any(isinstance(t, (int, float)) for t in found) else None
 
 
 def _hardware(run_dir: Path, segments: Any, metrics: dict, problems: list[str]) -> Any:

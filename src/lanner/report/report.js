@@ -160,19 +160,29 @@
       }));
   }
 
+  // One readable line per data problem: "path: problem (what lanner did)".
+  function findingText(x) {
+    if (!x || typeof x !== "object") return fmt(x);
+    const where = x.path ? x.path + ": " : "";
+    const what = x.problem || x.message || JSON.stringify(x);
+    return where + what + (x.action ? " (" + x.action + ")" : "");
+  }
+  const blank = (v) => v === null || v === undefined || v === "" ||
+    (typeof v === "object" && !Array.isArray(v) && !Object.keys(v).length) || (Array.isArray(v) && !v.length);
+
   function dataCheck() {
     const dc = D.data_check;
     if (!dc) return el("p", { class: "muted", text: "data_check.json not found" });
     if (typeof dc !== "object" || Array.isArray(dc)) return valueNode(dc);
-    const listKeys = Object.keys(dc).filter((k) => /problem|warning|error|finding|issue/i.test(k));
+    const listKeys = Object.keys(dc).filter((k) => Array.isArray(dc[k]) && /problem|warning|error|finding|issue/i.test(k));
+    const counters = Object.keys(dc).filter((k) => /^num_(issues|problems|warnings|errors)$/.test(k));
     const rest = {};
-    Object.keys(dc).forEach((k) => { if (!listKeys.includes(k)) rest[k] = dc[k]; });
-    const lists = listKeys.map((k) => {
-      const items = Array.isArray(dc[k]) ? dc[k] : [dc[k]];
-      return el("div", {}, el("b", { text: k + " (" + items.length + ")" }),
-        items.length ? el("ul", { class: "findings" }, items.map((x) =>
-          el("li", {}, typeof x === "object" && x ? valueNode(x) : el("span", { text: fmt(x) })))) : null);
-    });
+    Object.keys(dc).forEach((k) => { if (!listKeys.includes(k) && !counters.includes(k) && !blank(dc[k])) rest[k] = dc[k]; });
+    const items = listKeys.flatMap((k) => dc[k]);
+    const lists = items.length
+      ? [el("b", { text: "Problems found (" + items.length + ")" }),
+        el("ul", { class: "findings", id: "data-problems" }, items.map((x) => el("li", { text: findingText(x) })))]
+      : [el("p", { id: "data-problems", text: "No problems found in the data." })];
     return el("div", { class: "grid" }, el("div", {}, lists), el("div", {}, valueNode(rest)));
   }
 
@@ -195,7 +205,10 @@
     if (!all.length || !epochs.length) return el("div", {}, el("h3", { text: title }), el("p", { class: "muted", text: "no data" }));
     const tf = opts.log ? Math.log10 : (v) => v;
     let lo = tf(Math.min(...all)), hi = tf(Math.max(...all));
-    if (hi === lo) { lo -= 0.5; hi += 0.5; }
+    if (hi === lo) { // one value (a one-epoch run): a band around it, not one that crosses zero
+      const half = opts.log ? 0.5 : Math.abs(hi) * 0.1 || 0.5;
+      lo -= half; hi += half;
+    }
     const pad = (hi - lo) * 0.06; lo -= opts.log ? 0 : pad; hi += pad;
     const x0 = Math.min(...epochs) - 0.5, x1 = Math.max(...epochs) + 0.5;
     const px = (e) => L + ((e - x0) / (x1 - x0)) * (W - L - R);
@@ -240,11 +253,16 @@
     const lossCols = cols.filter((c) => /loss/.test(c));
     const lrs = (h.lr || []).filter((v) => typeof v === "number" && v > 0);
     const useLog = lrs.length > 1 && Math.max(...lrs) / Math.min(...lrs) > 20;
-    section("curves", "Training curves",
-      el("p", { class: "muted", text: "Dashed purple lines mark where a resumed segment starts." }),
+    const of = D.overfitting;
+    const overfit = of ? el("p", { class: "bad", id: "overfitting", text: "Over-fitting from epoch " + fmt(of.epoch) + ": " +
+      of.monitor + " has not improved since epoch " + fmt(of.best_epoch) + " while " + of.train_metric +
+      " kept improving (more data, more augmentation or fewer epochs may help)." }) : null;
+    const paired = metricCols.slice().sort((a, b) => a.replace(/^(val|train)_/, "").localeCompare(b.replace(/^(val|train)_/, "")) || (a < b ? 1 : -1));
+    section("curves", "Training curves", overfit,
+      el("p", { class: "muted", text: "Dashed purple lines mark where a resumed segment starts; train_ metrics are scored on a fixed sample of training images without augmentation." }),
       el("div", { class: "grid" },
         lineChart("Loss", epochs, pick(lossCols), { resumes }),
-        lineChart("Validation metrics", epochs, pick(metricCols), { resumes }),
+        lineChart("Metrics: train vs validation", epochs, pick(paired), { resumes }),
         lineChart("Learning rate" + (useLog ? " (log scale)" : ""), epochs, pick(["lr"]), { resumes, log: useLog })));
   }
 
@@ -281,8 +299,10 @@
       el("tr", { "data-fixed": "1" }, el("td", { class: "muted", text: k.replace("_", " ") }), keys.map((c) => el("td", { class: "num muted", text: fmt(m[k][c], 3) }))));
     table.append(...avgs);
     const wrap = el("div", { class: "scroll" }, sortable(table));
+    const at = D.class_thresholds ? "each class's score threshold (column threshold, chosen on the val split for the best F1)"
+      : "score ≥ " + fmt(m.score_threshold !== undefined ? m.score_threshold : D.threshold);
     return el("div", {}, el("p", { class: "muted", text: "Click a column to sort." + (D.task === "detect" ?
-      " Precision, recall, TP/FP/misses at score ≥ " + fmt(m.score_threshold !== undefined ? m.score_threshold : D.threshold) + "." : "") }), wrap);
+      " Precision, recall, TP/FP/misses at " + at + "." : "") }), wrap);
   }
 
   function confusionTable() {
@@ -308,8 +328,27 @@
       el("div", { class: "scroll" }, table));
   }
 
+  // The TIDE breakdown: what each kind of detection error costs, and where the errors are.
+  function errorBreakdown() {
+    const e = (D.metrics || {}).errors;
+    if (!e || !e.dap50) return null;
+    const kinds = Object.keys(e.dap50);
+    const table = el("table", { id: "error-breakdown" },
+      el("tr", {}, ["error kind", "mAP@.5 if fixed", "mAP if fixed", "count"].map((t) => el("th", { text: t }))),
+      kinds.map((k) => el("tr", {}, el("td", { text: k }),
+        el("td", { class: "num", text: "+" + fmt(e.dap50[k], 4) }), el("td", { class: "num", text: "+" + fmt((e.dap || {})[k], 4) }),
+        el("td", { class: "num", text: fmt((e.counts || {})[k]) }))));
+    const pc = e.per_class || {};
+    const perClass = el("table", { id: "error-counts" },
+      el("tr", {}, el("th", { text: "class" }), kinds.map((k) => el("th", { class: "num", text: k }))),
+      Object.entries(pc).map(([name, c]) => el("tr", {}, el("td", { text: name }), kinds.map((k) => el("td", { class: "num", text: fmt(c[k]) })))));
+    return [el("h3", { text: "Error breakdown (TIDE)" }),
+      el("p", { class: "muted", text: "How much mAP would rise if every error of one kind were fixed (Bolya et al. 2020), over all predictions at IoU .5 (mAP: averaged over IoU .5:.95). Counts per class: predictions by their predicted class, missed boxes by their true class." }),
+      el("div", { class: "scroll" }, table), el("div", { class: "scroll" }, perClass)];
+  }
+
   function metricsSection() {
-    const kids = [el("h3", { text: "Per class" }), perClassTable(), el("h3", { text: "Confusion matrix" }), confusionTable()];
+    const kids = [el("h3", { text: "Per class" }), perClassTable(), errorBreakdown(), el("h3", { text: "Confusion matrix" }), confusionTable()];
     if (D.pr_curves) kids.push(el("h3", { text: "Precision-recall curves" }), el("img", { src: D.pr_curves, alt: "PR curves", style: null, id: "pr-curves" }));
     section("metrics", "Metrics", ...kids);
     const img = document.getElementById("pr-curves");
@@ -317,7 +356,12 @@
   }
 
   // ---------------------------------------------------------------- gallery
-  const state = { gt: true, pred: true, thr: D.threshold, cls: "all", kind: "all" };
+  const state = { gt: true, pred: true, thr: D.threshold, cls: "all", kind: "all", perClass: !!D.class_thresholds };
+  // The score a box of class c needs: its class's own threshold (chosen on val) or the slider's.
+  function thrOf(c) {
+    const t = state.perClass && D.class_thresholds ? D.class_thresholds[c] : null;
+    return typeof t === "number" ? t : state.thr;
+  }
 
   // What is drawn for one image under the current filters: boxes with their kind, and error counts.
   function analyse(item) {
@@ -328,14 +372,14 @@
       if (!keepCls(c)) return;
       res.hasCls = true;
       const hit = item.gt_hit_score ? item.gt_hit_score[i] : null;
-      const missed = hit === null || hit === undefined || hit < state.thr;
+      const missed = hit === null || hit === undefined || hit < thrOf(c);
       if (missed) res.miss++;
       res.boxes.push({ b, c, kind: missed ? "gt miss" : "gt", gt: true });
     });
     (item.pred_boxes || []).forEach((b, i) => {
       const c = item.pred_labels[i];
       const s = item.pred_scores ? item.pred_scores[i] : 1;
-      if (s < state.thr || !keepCls(c)) return;
+      if (s < thrOf(c) || !keepCls(c)) return;
       res.hasCls = true;
       const kind = item.pred_match && item.pred_match[i] >= 0 ? "tp" : item.pred_wrong && item.pred_wrong[i] >= 0 ? "wrong" : "fp";
       res[kind]++;
@@ -421,6 +465,8 @@
     const controls = el("div", { class: "controls" },
       el("label", {}, el("input", { type: "checkbox", id: "toggle-gt", checked: "" }), "ground truth"),
       el("label", {}, el("input", { type: "checkbox", id: "toggle-pred", checked: "" }), "predictions"),
+      det && D.class_thresholds ? el("label", { title: "each class's score threshold, chosen on the val split" },
+        el("input", { type: "checkbox", id: "per-class-thr", checked: "" }), "per-class thresholds") : null,
       det ? el("label", {}, "score ≥", el("input", { type: "range", id: "threshold", min: 0, max: 1, step: 0.01, value: state.thr }), thrLabel) : null,
       el("label", {}, "class", el("select", { id: "filter-class" }, classOpts)),
       el("label", {}, "show", el("select", { id: "filter-kind" }, kinds.map(([v, t]) => el("option", { value: v, text: t })))),
@@ -460,7 +506,13 @@
     on("toggle-pred", "change", (t) => { state.pred = t.checked; });
     on("filter-class", "change", (t) => { state.cls = t.value; });
     on("filter-kind", "change", (t) => { state.kind = t.value; });
-    if (det) on("threshold", "input", (t) => { state.thr = Number(t.value); thrLabel.textContent = fmt(state.thr, 2); });
+    if (det) on("threshold", "input", (t) => {
+      state.thr = Number(t.value); thrLabel.textContent = fmt(state.thr, 2);
+      state.perClass = false;
+      const box = document.getElementById("per-class-thr");
+      if (box) box.checked = false;
+    });
+    if (det && D.class_thresholds) on("per-class-thr", "change", (t) => { state.perClass = t.checked; });
     redraw();
   }
 

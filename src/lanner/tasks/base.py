@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
@@ -33,13 +34,26 @@ class TrainRecipe:
     label_smoothing: float = 0.0
     min_visibility: float = 0.5  # detection: a box less visible than this after a crop is dropped
     seed: int = 0
+    mixup: float = 0.0  # classification: Beta(alpha, alpha) of mixup / cutmix; 0 = off
+    cutmix: float = 0.0
+    eval_train: int | None = None  # training images scored each epoch (None: as many as val)
 
     @classmethod
     def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
         return cls(
             batch_size, config.augment, config.hflip, config.balance, config.label_smoothing,
-            config.min_visibility, config.seed,
+            config.min_visibility, config.seed, config.mixup, config.cutmix, config.eval_train,
         )  # fmt: skip
+
+    def train_eval_sample(self, train_idx: np.ndarray, num_val: int) -> np.ndarray:
+        """The training images scored every epoch beside val: a fixed seeded sample (sorted), as many
+        as ``eval_train`` (default: as many as val), never more than there are."""
+        wanted = num_val if self.eval_train is None else self.eval_train
+        count = min(wanted, len(train_idx))
+        rng = np.random.default_rng(self.seed + 7919)  # its own stream: the epoch order is untouched
+        return (
+            np.sort(rng.choice(np.asarray(train_idx), count, replace=False)) if count > 0 else train_idx[:0]
+        )
 
 
 @dataclass
@@ -98,6 +112,26 @@ class Task(ABC):
     @abstractmethod
     def export_plan(self, loaded) -> ExportPlan:
         """How ``lanner export`` writes this task's models as ONNX."""
+
+    # Several runs as one model (tasks/ensemble.py): ``ensemble`` is a ``tasks.ensemble.Ensemble``.
+    def evaluate_ensemble(self, ensemble, data: str | None, split: str | None, options: InferenceOptions,
+                          console: Console) -> dict:  # fmt: skip
+        """Metrics of the combined runs, beside each member's headline metric; writes RUN1/ensemble."""
+        raise ConfigError(f"{self.name} runs cannot be combined into an ensemble")
+
+    def predict_ensemble(self, ensemble, inputs: list[str], out: Path | None, options: InferenceOptions,
+                         console: Console) -> list[dict]:  # fmt: skip
+        """The combined runs' predictions, written under ``out`` (default RUN1/ensemble/predictions)."""
+        raise ConfigError(f"{self.name} runs cannot be combined into an ensemble")
+
+    # `lanner models NAME` / `lanner models RUN`: an untrained model of a name, one input of a model.
+    def summary_model(self, name: str, image_size: int | None) -> tuple[nn.Module, Any]:
+        """A freshly initialised model called ``name`` and one input for it at ``image_size``."""
+        raise ConfigError(f"`lanner models` cannot summarise {self.name} models")
+
+    def summary_input(self, meta: CheckpointMeta, image_size: int | None) -> Any:
+        """One input of a trained model at ``image_size`` (default: the size it was trained at)."""
+        raise ConfigError(f"`lanner models` cannot summarise {self.name} runs")
 
     # The report's gallery (eval/predictions.json entries): which fields it shows, how bad an image
     # is (worst shown first) and which classes it holds (every class gets its share of the gallery).

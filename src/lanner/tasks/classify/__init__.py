@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from lanner.models.classifiers import build_classifier
+import torch
+
+from lanner.models.classifiers import build_classifier, default_input_size
 from lanner.tasks.base import Task, register_task
-from lanner.tasks.classify.evaluate import evaluate_classification
+from lanner.tasks.classify.evaluate import evaluate_classification, evaluate_classification_ensemble
 from lanner.tasks.classify.export import classifier_export_plan
-from lanner.tasks.classify.predict import classify_images, predict_classification
+from lanner.tasks.classify.predict import (
+    classify_images,
+    predict_classification,
+    predict_classification_ensemble,
+)
 from lanner.tasks.classify.report import GALLERY_KEYS, classify_badness
 from lanner.tasks.classify.setup import prepare_classification
 
@@ -23,7 +29,7 @@ class Classify(Task):
         return build_classifier(meta.model_name, len(meta.classes))[0]
 
     def evaluate(self, loaded, data, split, options, console):
-        return evaluate_classification(loaded, data, split, console, options.allow_outside_root)
+        return evaluate_classification(loaded, data, split, console, options)
 
     def predict(self, loaded, inputs, out, options, console):
         return predict_classification(loaded, inputs, out, options, console)
@@ -31,8 +37,23 @@ class Classify(Task):
     def predict_images(self, loaded, images, options):
         return classify_images(loaded, images, options.topk)
 
+    def evaluate_ensemble(self, ensemble, data, split, options, console):
+        return evaluate_classification_ensemble(ensemble, data, split, console, options)
+
+    def predict_ensemble(self, ensemble, inputs, out, options, console):
+        return predict_classification_ensemble(ensemble, inputs, out, options, console)
+
     def export_plan(self, loaded):
         return classifier_export_plan(loaded)
+
+    def summary_model(self, name, image_size):
+        model = build_classifier(name, 1000)[0]  # ImageNet's 1000 classes: the parameter counts quoted
+        size = image_size or default_input_size(model)
+        return model, torch.zeros(1, 3, size, size)
+
+    def summary_input(self, meta, image_size):
+        size = image_size or int(meta.get("preprocessing")["image_size"])
+        return torch.zeros(1, 3, size, size)
 
     def gallery_prepare(self, item, threshold):
         item["badness"] = classify_badness(item)

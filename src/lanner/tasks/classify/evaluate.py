@@ -8,13 +8,16 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from lanner.config import InferenceOptions
 from lanner.data.cache import build_cache, default_cache_dir
 from lanner.data.pixels import Preprocessing, eval_batch
 from lanner.data.records import Dataset
 from lanner.eval.classification import classification_metrics, format_report, write_classification_outputs
+from lanner.eval.thresholds import classification_thresholds
 from lanner.tasks.classify.setup import load_classification_data
 from lanner.tasks.eval_data import load_eval_data
 from lanner.tasks.loading import LoadedRun
+from lanner.tasks.run_thresholds import class_thresholds
 
 
 @torch.no_grad()
@@ -49,20 +52,79 @@ def _prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[di
     ]
 
 
-def evaluate_classification(
-    loaded: LoadedRun, data, split, console: Console, allow_outside_root: bool = False
-) -> dict:
+def _combined_probs(members: list[LoadedRun], weights: list[float], dataset: Dataset, console: Console):
+    """(indices of the images every member read, weighted mean probabilities [N, C], each member's)."""
+    results = [_classify_cached(m, dataset, console) for m in members]
+    idx = results[0][0]
+    for other, _ in results[1:]:
+        idx = np.intersect1d(idx, other)
+    each = [probs[np.isin(i, idx)] for i, probs in results]
+    return idx, sum(w * p for w, p in zip(weights, each, strict=True)), each
+
+
+def _val_chooser(loaded: LoadedRun, data, evaluated, console: Console):
+    """How to choose per-class thresholds on the run's val split (None for another dataset):
+    on ``evaluated`` (probs, targets) when that is val, else by classifying val now."""
+    if data is not None:
+        return None
+    if evaluated is not None:
+        return lambda: classification_thresholds(*evaluated, loaded.classes)
+
+    def choose():
+        val, _ = load_eval_data(loaded, None, "val", load_classification_data, console)
+        idx, probs = _classify_cached(loaded, val, console)
+        targets = np.array([val.records[i].label for i in idx])
+        return classification_thresholds(probs.numpy(), targets, loaded.classes)
+
+    return choose
+
+
+def _thresholds(members, data, split, evaluated, options: InferenceOptions, console: Console):
+    """Per-class thresholds of a single run (see run_thresholds); an ensemble has none of its own."""
+    if len(members) > 1:
+        return None
+    on_val = data is None and split == "val"
+    chooser = _val_chooser(members[0], data, evaluated if on_val else None, console)
+    return class_thresholds(members[0], options.score_threshold, 0.0, chooser, on_val=on_val)
+
+
+def _evaluate(members, weights, run, data, split, console, options) -> tuple[dict, list]:
+    """Metrics of the members' weighted mean probabilities (one member: the run's own), written to ``run``."""
     dataset, split = load_eval_data(
-        loaded, data, split, load_classification_data, console, allow_outside_root
+        members[0], data, split, load_classification_data, console, options.allow_outside_root
     )
-    idx, probs = _classify_cached(loaded, dataset, console)
+    idx, probs, each = _combined_probs(members, weights, dataset, console)
     records = [dataset.records[i] for i in idx]
     targets = torch.tensor([r.label for r in records])
-    metrics = classification_metrics(probs, targets, loaded.classes)
-    items = _prediction_items(records, probs, len(loaded.classes))
-    write_classification_outputs(metrics, items, loaded.run, split)
+    thresholds = _thresholds(members, data, split, (probs.numpy(), targets.numpy()), options, console)
+    metrics = classification_metrics(probs, targets, members[0].classes, thresholds)
+    items = _prediction_items(records, probs, len(members[0].classes))
+    write_classification_outputs(metrics, items, run, split)
     console.print(
-        f"evaluation on split {split or 'all'} ({len(records)} images) with {loaded.checkpoint.name}:"
+        f"evaluation on split {split or 'all'} ({len(records)} images) with {members[0].checkpoint.name}:"
     )
     console.print(format_report(metrics), markup=False, highlight=False)
-    return {**metrics, "split": split}
+    headlines = [classification_metrics(p, targets, members[0].classes)["accuracy"] for p in each]
+    return {**metrics, "split": split}, headlines
+
+
+def evaluate_classification(
+    loaded: LoadedRun, data, split, console: Console, options: InferenceOptions
+) -> dict:
+    return _evaluate([loaded], [1.0], loaded.run, data, split, console, options)[0]
+
+
+def evaluate_classification_ensemble(
+    ensemble, data, split, console: Console, options: InferenceOptions
+) -> dict:
+    """The ensemble's metrics in RUN1/ensemble, with each member's accuracy on the same images."""
+    console.print(ensemble.describe())
+    metrics, headlines = _evaluate(
+        ensemble.members, ensemble.weights, ensemble.run, data, split, console, options
+    )
+    by_run = {str(m.run.path): a for m, a in zip(ensemble.members, headlines, strict=True)}
+    for run, accuracy in by_run.items():
+        console.print(f"  member {run}: accuracy {accuracy:.4f}", highlight=False)
+    console.print(f"  ensemble: accuracy {metrics['accuracy']:.4f}", highlight=False)
+    ensemble.record(by_run)
+    return {**metrics, "members": by_run}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -10,10 +13,12 @@ from lanner.config import TrainConfig
 from lanner.data.check import summarise
 from lanner.data.classes import select_classes
 from lanner.data.formats import read_dataset
+from lanner.data.images import image_size
 from lanner.data.pixels import Preprocessing
 from lanner.data.records import Dataset
 from lanner.data.split import split_for_run
 from lanner.engine.setup import default_workers
+from lanner.errors import DataError
 from lanner.models.classifiers import build_classifier
 from lanner.models.transfer import Classes
 from lanner.rundir import RunDir
@@ -24,8 +29,12 @@ from lanner.tasks.data_rules import require_trainable
 from lanner.tasks.pretrained import start_from, weights_data_cfg, weights_source
 
 DEFAULT_BATCH = 32
-# (model, image size) by device type: small and fast on a CPU, stronger on a GPU.
-DEFAULT_MODELS = {"cpu": ("resnet18", 128), "cuda": ("resnet50", 224)}
+# (model, image size) by device type. On a CPU the net that learned the most per minute in lanner's
+# budget benchmark (docs/benchmarks.md: resnet10t beat resnet18, regnetx_002 and two mobile nets at
+# equal wall-clock time); on a GPU a stronger one.
+DEFAULT_MODELS = {"cpu": ("resnet10t", 128), "cuda": ("resnet50", 224)}
+SIZE_STEP, MIN_SIZE = 16, 32  # a chosen input size is a multiple of SIZE_STEP, at least MIN_SIZE
+SIZE_SAMPLE = 64  # images whose headers are read to learn the data's own resolution
 
 
 def default_model(device: torch.device) -> tuple[str, int]:
@@ -47,7 +56,7 @@ def prepare_classification(
 ) -> Prepared:
     dataset = load_classification_data(config)
     made = split_for_run(dataset, run.split, config.val_fraction, config.seed, fresh)
-    name, size = _model_choice(config, device)
+    name, size = _model_choice(config, device, dataset)
     model, mean, std = build_classifier(name, len(dataset.classes))
     source = weights_source(config, model, fresh)
     prep = preprocessing_for(Preprocessing(size, mean, std), weights_data_cfg(source, run), config.image_size)
@@ -81,9 +90,31 @@ def preprocessing_for(default: Preprocessing, weights: dict, image_size: int | N
     )
 
 
-def _model_choice(config: TrainConfig, device: torch.device) -> tuple[str, int]:
+def _model_choice(config: TrainConfig, device: torch.device, dataset: Dataset) -> tuple[str, int]:
     default_name, default_size = default_model(device)
-    return config.model or default_name, config.image_size or default_size
+    return config.model or default_name, config.image_size or default_input_size(default_size, dataset)
+
+
+def default_input_size(default: int, dataset: Dataset) -> int:
+    """The device's default size, or the images' own resolution when it is lower: upsampling small
+    images makes every step dearer and adds no detail."""
+    native = typical_short_side(dataset)
+    if native is None or native >= default:
+        return default
+    return max(MIN_SIZE, native // SIZE_STEP * SIZE_STEP)
+
+
+def typical_short_side(dataset: Dataset) -> int | None:
+    """The median shorter side of up to SIZE_SAMPLE images spread over the dataset (headers only)."""
+    records = dataset.records
+    if not records:
+        return None
+    step = max(1, len(records) // SIZE_SAMPLE)
+    sides = []
+    for record in records[::step][:SIZE_SAMPLE]:
+        with contextlib.suppress(DataError):  # an unreadable file is reported by the cache, later
+            sides.append(min(image_size(record.path)))
+    return int(np.median(sides)) if sides else None
 
 
 def _describe(config, dataset: Dataset, task, split_drawn: bool, name: str, size: int, device) -> list[str]:
@@ -92,5 +123,13 @@ def _describe(config, dataset: Dataset, task, split_drawn: bool, name: str, size
         f"data: {config.data} ({dataset.format}), {len(dataset.classes)} classes, "
         f"{task.num_train_images} train / {len(task.val_idx)} val images" + (drawn if split_drawn else ""),
         f"model: {name}{'' if config.model else ' (default for ' + device.type + ')'} at {size} px"
-        f"{'' if config.image_size else ' (default)'}",
+        f"{_size_reason(config, size, device)}",
     ]
+
+
+def _size_reason(config: TrainConfig, size: int, device: torch.device) -> str:
+    if config.image_size:
+        return ""
+    if size < default_model(device)[1]:
+        return " (the images' own resolution, below the default)"
+    return " (default)"

@@ -72,6 +72,30 @@ def augment_batch(
     return normalise(x, prep)
 
 
+def mix_batch(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, alphas: tuple[float, float], g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of a batch with a shuffled copy of itself:
+    ``alphas`` = (mixup, cutmix) Beta parameters, 0 = off; with both, each batch picks one. Returns
+    the mixed images and soft targets [B, C]; random numbers from ``g`` (a resume redraws the same)."""
+    mixup, cutmix = alphas
+    use_cutmix = cutmix > 0 and (mixup == 0 or torch.rand(1, generator=g).item() < 0.5)
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=g))).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=g).to(x.device)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        cy, cx = (int(torch.randint(n, (1,), generator=g)) for n in (h, w))
+        half_h, half_w = int(h * math.sqrt(1 - lam)) // 2, int(w * math.sqrt(1 - lam)) // 2
+        y0, y1, x0, x1 = max(cy - half_h, 0), min(cy + half_h, h), max(cx - half_w, 0), min(cx + half_w, w)
+        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the share of pixels each image kept
+    else:
+        x = lam * x + (1 - lam) * x[perm]
+    onehot = F.one_hot(y, num_classes).float()
+    return x, lam * onehot + (1 - lam) * onehot[perm]
+
+
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """(start, stop) of each batch of an epoch: every image once, the last batch possibly smaller.
 
@@ -127,8 +151,10 @@ class ClassificationTask:
     ) -> None:
         batch_size, balance, label_smoothing = recipe.batch_size, recipe.balance, recipe.label_smoothing
         augment, hflip, seed = recipe.augment, recipe.hflip, recipe.seed
+        self.mix_alphas = (recipe.mixup, recipe.cutmix)
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
+        self.train_eval_idx = recipe.train_eval_sample(self.train_idx, len(self.val_idx))
         self.classes, self.prep, self.batch_size = classes, prep, batch_size
         self.device = device or torch.device("cpu")
         counts = np.bincount(labels[self.train_idx], minlength=len(classes)).astype(np.float64)
@@ -149,6 +175,10 @@ class ClassificationTask:
     @property
     def num_train_images(self) -> int:
         return len(self.train_idx)
+
+    @property
+    def num_val_images(self) -> int:
+        return len(self.val_idx)
 
     def steps_per_epoch(self) -> int:
         return len(batch_bounds(len(self.train_idx), self.batch_size))
@@ -173,7 +203,10 @@ class ClassificationTask:
             sorted_idx = np.sort(order[start:stop])  # sequential reads from the memmap
             g = batch_generator(self.seed, epoch, b)
             x = augment_batch(self.images[sorted_idx], self.prep, self.augment, self.hflip, g, self.device)
-            yield x.contiguous(memory_format=torch.channels_last), self.labels[sorted_idx].to(self.device)
+            y = self.labels[sorted_idx].to(self.device)
+            if any(self.mix_alphas) and len(y) > 1:
+                x, y = mix_batch(x, y, len(self.classes), self.mix_alphas, g)  # y: soft targets
+            yield x.contiguous(memory_format=torch.channels_last), y
 
     def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
         x, y = batch
@@ -192,18 +225,23 @@ class ClassificationTask:
             out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.classes))
 
+    def _accuracy(self, logits: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
+        metrics = {f"{prefix}_acc": (logits.argmax(1) == y).float().mean().item()}
+        if len(self.classes) >= 5:
+            top5 = logits.topk(5, dim=1).indices
+            metrics[f"{prefix}_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
+        return metrics
+
     def validate(self, model) -> dict[str, float]:
+        """Val metrics, and the same accuracy on the fixed sample of training images (no augmentation)."""
         if len(self.val_idx) == 0:
             return {}
         logits = self.predict_logits(model, self.val_idx)
         y = self.labels[self.val_idx]
-        metrics = {
-            "val_loss": F.cross_entropy(logits, y).item(),
-            "val_acc": (logits.argmax(1) == y).float().mean().item(),
-        }
-        if len(self.classes) >= 5:
-            top5 = logits.topk(5, dim=1).indices
-            metrics["val_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
+        metrics = {"val_loss": F.cross_entropy(logits, y).item(), **self._accuracy(logits, y, "val")}
+        if len(self.train_eval_idx):
+            train_logits = self.predict_logits(model, self.train_eval_idx)
+            metrics |= self._accuracy(train_logits, self.labels[self.train_eval_idx], "train")
         return {**metrics, **balanced_metrics(logits.argmax(1), y, len(self.classes))}
 
     def meta(self) -> dict:

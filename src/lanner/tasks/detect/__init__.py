@@ -3,12 +3,25 @@ training and inference for images much larger than the model's input are a mode 
 
 from __future__ import annotations
 
+import torch
+
 from lanner.tasks.base import Task, register_task
-from lanner.tasks.detect.evaluate import evaluate_detection_run
+from lanner.tasks.detect.evaluate import evaluate_detection_ensemble, evaluate_detection_run
 from lanner.tasks.detect.export import detector_export_plan
-from lanner.tasks.detect.predict import detect_images, predict_detection_files
+from lanner.tasks.detect.predict import (
+    detect_images,
+    predict_detection_ensemble,
+    predict_detection_files,
+)
 from lanner.tasks.detect.report import GALLERY_KEYS, detect_badness, match_detections
-from lanner.tasks.detect.setup import build_detector_from_meta, prepare_detection
+from lanner.tasks.detect.setup import (
+    DEFAULT_MODELS,
+    build_detector,
+    build_detector_from_meta,
+    prepare_detection,
+)
+
+COCO_CLASSES = 80  # the class count detector sizes are usually quoted at
 
 
 class Detect(Task):
@@ -31,8 +44,22 @@ class Detect(Task):
     def predict_images(self, loaded, images, options):
         return detect_images(loaded, images, options)
 
+    def evaluate_ensemble(self, ensemble, data, split, options, console):
+        return evaluate_detection_ensemble(ensemble, data, split, options, console)
+
+    def predict_ensemble(self, ensemble, inputs, out, options, console):
+        return predict_detection_ensemble(ensemble, inputs, out, options, console)
+
     def export_plan(self, loaded):
         return detector_export_plan(loaded)
+
+    def summary_model(self, name, image_size):
+        size = image_size or DEFAULT_MODELS["cpu"][1]
+        return build_detector(name, COCO_CLASSES, size), [torch.zeros(3, size, size)]
+
+    def summary_input(self, meta, image_size):
+        size = image_size or int(meta.get("image_size"))
+        return [torch.zeros(3, size, size)]
 
     def gallery_prepare(self, item, threshold):
         item.update(match_detections(item))

@@ -25,11 +25,13 @@ from lanner.data.images import image_size, open_image
 from lanner.data.records import Dataset, ImageRecord
 from lanner.errors import ConfigError, DataError
 from lanner.predict.inputs import expand_inputs
+from lanner.predict.merge import fuse_models
 from lanner.predict.results import Detection
 from lanner.predict.tiled import score_floor
 from lanner.tasks.detect.tiled import detect_stream, resolve_tiling
 from lanner.tasks.detect.training import detect_canvases
 from lanner.tasks.loading import LoadedRun
+from lanner.tasks.run_thresholds import class_thresholds
 
 FORMATS = ("coco", "csv", "labelme", "yolo")
 # lanner's writer name per --format, and the output path under the output folder (file or folder).
@@ -124,12 +126,13 @@ def _detect_files_tiled(
 
 def detect_images(loaded: LoadedRun, images: list, options: InferenceOptions) -> list[Detection]:
     """Upright RGB images in memory -> one :class:`Detection` each, boxes in the image's own pixels
-    (tiled when the run is, or as ``options`` say), at or above the run's score threshold."""
-    threshold = loaded.config.score_threshold
+    (tiled when the run is, or as ``options`` say), at or above each class's threshold (as predict's)."""
+    threshold = _thresholds([loaded], options, None)  # [C]
+    floor = float(threshold.min(initial=1.0))
     tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
-    with score_floor(loaded.model, threshold):
+    with score_floor(loaded.model, floor):
         if tiling is not None:
-            found = [det for _, det in detect_stream(loaded.model, images, tiling, loaded.device, threshold)]
+            found = [det for _, det in detect_stream(loaded.model, images, tiling, loaded.device, floor)]
         else:
             size = int(loaded.meta.get("image_size"))
             canvases = np.stack([letterbox(img, size) for img in images])  # [N, S, S, 3] uint8
@@ -143,7 +146,7 @@ def _detection(det: Detections, classes: list[str]) -> Detection:
 
 
 def predictions_dataset(
-    classes: list[str], results: list[tuple[Path, tuple, Detections]], score_threshold: float
+    classes: list[str], results: list[tuple[Path, tuple, Detections]], score_threshold: float | np.ndarray
 ) -> Dataset:
     records = []
     for path, (w, h), det in results:
@@ -170,7 +173,8 @@ def write_predictions(dataset: Dataset, fmt: str, out: Path) -> Path:
     return write_dataset(dataset, writer, target)
 
 
-def scores_document(classes: list[str], results: list, score_threshold: float) -> dict:
+def scores_document(classes: list[str], results: list, score_threshold: np.ndarray) -> dict:
+    """detections.json: every kept box with its score; ``score_threshold`` [C] per class."""
     images = []
     for path, (w, h), det in results:
         shown = det.above(score_threshold)
@@ -184,7 +188,12 @@ def scores_document(classes: list[str], results: list, score_threshold: float) -
                 "labels": [classes[int(c)] for c in shown.labels],
             }
         )
-    return {"classes": list(classes), "score_threshold": score_threshold, "images": images}
+    return {
+        "classes": list(classes),
+        "score_threshold": float(score_threshold.min(initial=1.0)),
+        "class_thresholds": dict(zip(classes, score_threshold.tolist(), strict=True)),
+        "images": images,
+    }
 
 
 # ------------------------------------------------------------------------------------------ render
@@ -234,6 +243,25 @@ def _row(path: Path, shown: Detections, classes: list[str]) -> dict:
     }
 
 
+def _member_detections(loaded: LoadedRun, paths: list[Path], options: InferenceOptions, threshold: float):
+    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
+    return detect_files(loaded, paths, 8, tiling, threshold)
+
+
+def _combined(members: list[LoadedRun], weights: list[float], paths, options, threshold: float):
+    """Yield (path, size, Detections) or (path, None, error); several members' boxes fused by WBF."""
+    streams = [_member_detections(m, paths, options, threshold) for m in members]
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    for outputs in zip(*streams, strict=True):
+        path, size, _ = outputs[0]
+        failed = [det for _, s, det in outputs if s is None]
+        yield (
+            (path, None, failed[0]) if failed else (path, size, fuse_models([o[2] for o in outputs], weights))
+        )
+
+
 def predict_detection_files(
     loaded: LoadedRun,
     inputs: list[str],
@@ -243,14 +271,40 @@ def predict_detection_files(
     score_threshold: float | None = None,
 ) -> list[dict]:
     """Detect objects in files/folders/globs; write ``options.format`` (+ detections.json) under ``out``.
-    Boxes scoring ``score_threshold`` (default: the run's) or more are kept."""
-    classes = loaded.classes
-    threshold = loaded.config.score_threshold if score_threshold is None else score_threshold
+    Boxes scoring ``score_threshold`` (else ``options.score_threshold``, else each class's threshold
+    chosen on val, else the run's single one) or more are kept."""
     out = Path(out) if out else loaded.run.predictions
+    return _predict([loaded], [1.0], inputs, out, options, console, score_threshold)
+
+
+def predict_detection_ensemble(
+    ensemble, inputs: list[str], out, options: InferenceOptions, console
+) -> list[dict]:
+    """The members' boxes fused per image by weighted box fusion (default RUN1/ensemble/predictions)."""
+    console.print(ensemble.describe())
+    out = Path(out) if out else ensemble.run.predictions
+    rows = _predict(ensemble.members, ensemble.weights, inputs, out, options, console)
+    ensemble.record({})
+    return rows
+
+
+def _thresholds(members: list[LoadedRun], options: InferenceOptions, score_threshold) -> np.ndarray:
+    """[C] per-class thresholds: one run's own (see run_thresholds); an ensemble's: the one given or
+    the first run's single threshold."""
+    first, override = members[0], options.score_threshold if score_threshold is None else score_threshold
+    if len(members) > 1:
+        single = first.config.score_threshold if override is None else override
+        return np.full(len(first.classes), float(single))
+    return class_thresholds(first, override, first.config.score_threshold, None)
+
+
+def _predict(members, weights, inputs, out: Path, options, console, score_threshold=None) -> list[dict]:
+    classes = members[0].classes
+    threshold = _thresholds(members, options, score_threshold)
+    floor = float(threshold.min(initial=1.0))  # the model keeps boxes down to the lowest class threshold
     folder = out.parent if out.suffix else out
-    tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
     results, rows = [], []
-    for path, size, det in detect_files(loaded, expand_inputs(inputs), 8, tiling, threshold):
+    for path, size, det in _combined(members, weights, expand_inputs(inputs), options, floor):
         if size is None:
             console.print(f"[yellow]skipped[/] {det}")
             rows.append({"path": str(path), "error": det})
@@ -265,8 +319,15 @@ def predict_detection_files(
     write_json(folder / "detections.json", scores_document(classes, results, threshold))
     total = sum(len(r.get("boxes", [])) for r in rows)
     console.print(
-        f"{len(results)} image(s), {total} box(es) at score >= {threshold:g} -> {written} "
+        f"{len(results)} image(s), {total} box(es) at score >= {_describe(classes, threshold)} -> {written} "
         f"(scores in {folder / 'detections.json'})"
         + (f"; drawn in {options.render}" if options.render else "")
     )
     return rows
+
+
+def _describe(classes: list[str], thresholds: np.ndarray) -> str:
+    """'0.25' when one threshold serves every class, else 'rbc 0.31, wbc 0.18'."""
+    if len(set(thresholds.tolist())) <= 1:
+        return f"{thresholds[0]:g}" if len(thresholds) else "-"
+    return ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds, strict=True))

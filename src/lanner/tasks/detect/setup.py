@@ -26,6 +26,7 @@ from lanner.data.records import Dataset
 from lanner.data.split import split_for_run
 from lanner.engine.setup import default_workers
 from lanner.errors import DataError
+from lanner.models.detectors import set_normalization
 from lanner.models.registry import create_model
 from lanner.models.transfer import Classes
 from lanner.rundir import CheckpointMeta, RunDir
@@ -33,7 +34,7 @@ from lanner.tasks.base import Prepared, TrainRecipe
 from lanner.tasks.data_rules import require_trainable
 from lanner.tasks.detect.tiled import build_tiled_task
 from lanner.tasks.detect.training import DetectionTask
-from lanner.tasks.pretrained import start_from, weights_source
+from lanner.tasks.pretrained import start_from, weights_data_cfg, weights_source
 
 DEFAULT_BATCH = {"cpu": 8, "cuda": 16}
 # (model, image size) by device type: FCOS on a ResNet-18 trains at a few images/s on 2 CPU cores.
@@ -64,7 +65,19 @@ def build_detector(name: str, num_classes: int, image_size: int) -> nn.Module:
 
 
 def build_detector_from_meta(meta: CheckpointMeta) -> nn.Module:
-    return build_detector(meta.model_name, len(meta.classes), int(meta.get("image_size")))
+    model = build_detector(meta.model_name, len(meta.classes), int(meta.get("image_size")))
+    if meta.get("normalize"):  # older checkpoints: the builder's (ImageNet) mean/std
+        set_normalization(model, meta.get("normalize")["mean"], meta.get("normalize")["std"])
+    return model
+
+
+def weights_normalization(model: nn.Module, weights: dict) -> dict | None:
+    """The pretrained backbone's mean/std (timm's pretrained config), set in the detector's transform;
+    None when the weights say nothing (the builder's ImageNet statistics stay)."""
+    if not weights.get("mean") or not hasattr(model, "transform"):
+        return None
+    set_normalization(model, weights["mean"], weights["std"])
+    return {"mean": list(weights["mean"]), "std": list(weights["std"])}
 
 
 def cache_dataset(
@@ -142,6 +155,9 @@ def prepare_detection(
     if len(train_idx) == 0:
         raise DataError(f"{config.data}: no readable training images")
     notes = describe_choices(config, dataset, train_idx, len(val_idx), made, name, size, device)
+    task.normalize = norm = weights_normalization(model, weights_data_cfg(source, run))
+    if norm:
+        notes.append(f"inputs normalised as the weights expect: mean {norm['mean']}, std {norm['std']}")
     if source is not None:
         classes = Classes(list(dataset.classes), dict(config.rename), getattr(model, "label_offset", 0))
         start_from(source, model, classes, run, console)

@@ -20,7 +20,7 @@ from lanner._progress import progress_bar
 from lanner.data.box_transforms import LetterboxCache, letterbox
 from lanner.data.detections import Detections
 from lanner.data.records import Dataset, ImageRecord, Issue
-from lanner.data.tiling import TileIndex, decode_upright, make_tiles
+from lanner.data.tiling import TileIndex, decode_upright, make_tiles, tile_windows
 from lanner.errors import ConfigError, DataError
 from lanner.eval.detection import evaluate_detections
 from lanner.predict.tiled import Tiling, predict_tiled
@@ -142,6 +142,14 @@ class TiledDetectionTask(DetectionTask):
     @property
     def num_train_images(self) -> int:
         return self.tiles.epoch_size()
+
+    @property
+    def num_val_images(self) -> int:
+        """Validation runs on whole images, tile by tile: its cost is their tile count."""
+        tile, overlap = self.tiling.tile, self.tiling.overlap
+        sizes = [(r.width, r.height) for r in self.full_val.records if r.width and r.height]
+        tiles = sum(len(tile_windows(w, h, tile, overlap)) for w, h in sizes)
+        return tiles + len(self.full_val.records) - len(sizes)  # size unknown: one tile's cost
 
     def steps_per_epoch(self) -> int:
         return math.ceil(self.tiles.epoch_size() / self.batch_size)

@@ -87,6 +87,7 @@ class DetectionTask:
     """Supplies the trainer with batches, loss and COCO validation metrics for object detection."""
 
     monitor = "val_map"
+    normalize: dict | None = None  # the pretrained backbone's mean/std, when not ImageNet's (prepare sets it)
 
     def __init__(
         self,
@@ -102,6 +103,7 @@ class DetectionTask:
     ) -> None:
         self.cache, self.dataset = cache, dataset
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
+        self.train_eval_idx = recipe.train_eval_sample(self.train_idx, len(self.val_idx))
         self.batch_size, self.augment, self.hflip = recipe.batch_size, recipe.augment, recipe.hflip
         self.min_visibility, self.score_threshold = recipe.min_visibility, score_threshold
         self.label_offset, self.seed = label_offset, recipe.seed
@@ -123,6 +125,10 @@ class DetectionTask:
     @property
     def num_train_images(self) -> int:
         return len(self.train_idx)
+
+    @property
+    def num_val_images(self) -> int:
+        return len(self.val_idx)
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_idx) / self.batch_size)
@@ -169,21 +175,29 @@ class DetectionTask:
         return total / max(n, 1)
 
     def predict_val(self, model: nn.Module) -> list[Detections]:
-        return detect_canvases(
-            model, self.cache.images[self.val_idx], self.cache.sizes[self.val_idx], self.device
-        )
+        return self.predict_cached(model, self.val_idx)
+
+    def predict_cached(self, model: nn.Module, idx: np.ndarray) -> list[Detections]:
+        return detect_canvases(model, self.cache.images[idx], self.cache.sizes[idx], self.device)
+
+    def coco_metrics(self, idx: np.ndarray, predictions: list[Detections], prefix: str) -> dict[str, float]:
+        """mAP, mAP@.5, mAP@.75 of ``predictions`` for the cached images ``idx``, keys ``prefix_map...``."""
+        images = Dataset(self.classes, [self.dataset.records[i] for i in idx], "detect")
+        metrics = evaluate_detections(images, predictions, score_threshold=self.score_threshold)
+        return {f"{prefix}_{k}": nan_if_none(metrics[k]) for k in ("map", "map50", "map75")}
 
     def validate(self, model) -> dict[str, float]:
+        """Val loss and mAP, and the same mAP on the fixed sample of training images (no augmentation)."""
         if len(self.val_idx) == 0:
             return {}
-        val_set = Dataset(self.classes, [self.dataset.records[i] for i in self.val_idx], "detect")
-        metrics = evaluate_detections(val_set, self.predict_val(model), score_threshold=self.score_threshold)
-        return {
+        metrics = {
             "val_loss": self.validation_loss(model),
-            "val_map": nan_if_none(metrics["map"]),
-            "val_map50": nan_if_none(metrics["map50"]),
-            "val_map75": nan_if_none(metrics["map75"]),
+            **self.coco_metrics(self.val_idx, self.predict_val(model), "val"),
         }
+        if len(self.train_eval_idx):
+            train_preds = self.predict_cached(model, self.train_eval_idx)
+            metrics |= self.coco_metrics(self.train_eval_idx, train_preds, "train")
+        return metrics
 
     def meta(self) -> dict:
         return {
@@ -192,4 +206,5 @@ class DetectionTask:
             "image_size": self.image_size,
             "letterbox": {"fill": list(FILL), "align": "top-left"},
             "score_threshold": self.score_threshold,
+            **({"normalize": self.normalize} if self.normalize else {}),
         }

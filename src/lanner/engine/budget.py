@@ -1,0 +1,78 @@
+"""A wall-clock budget (``--time``) turned into a number of optimizer steps, used whole.
+
+The plan is made from measured speeds: a step's time from the first steps of the run, an epoch's
+overhead (validation, checkpoint, curves) estimated until the first epoch measures it. The budget
+buys as many steps as fit once every epoch's validation is paid for; when the last epoch does not
+fit whole it is cut short (a partial epoch, recorded as such) instead of leaving the time unused,
+and a run whose budget is shorter than one epoch trains on a seeded random part of it. The LR
+schedule is laid over exactly the planned steps, so it ends where the budget does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Until the first validation is timed: evaluating an image costs about a third of training on it,
+# plus a fixed cost for checkpoints and plots.
+EVAL_COST_PER_TRAIN_IMAGE = 0.35
+FIXED_EPOCH_OVERHEAD_S = 0.5
+# The plan keeps this share of the budget spare for what it cannot foresee (the final checkpoint).
+SAFETY = 0.02
+# Within a budget, validation may take at most this share of the time; beyond, it runs less often.
+VALIDATION_SHARE = 0.25
+# Fewer optimizer steps than this rarely teach a network much from random weights: said up front.
+FEW_STEPS = 200
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    steps: int  # optimizer steps the budget buys from the plan's start
+    epochs: int  # epochs they span (the last one possibly partial)
+
+
+def estimated_overhead(step_s: float, batch_size: int, val_images: int) -> float:
+    """Seconds an epoch spends outside training steps, before the first epoch has measured it."""
+    per_image = step_s / max(batch_size, 1)
+    return val_images * per_image * EVAL_COST_PER_TRAIN_IMAGE + FIXED_EPOCH_OVERHEAD_S
+
+
+def plan_steps(budget_s: float, steps_per_epoch: int, step_s: float, overhead_s: float) -> BudgetPlan:
+    """The most steps that fit ``budget_s`` when each step costs ``step_s`` and each epoch (a partial
+    last one too) ``overhead_s`` more. At least one step, one epoch."""
+    usable = budget_s * (1 - SAFETY)
+    best = BudgetPlan(1, 1)
+    for epochs in range(1, 100_000):
+        affordable = math.floor((usable - epochs * overhead_s) / max(step_s, 1e-9))
+        if affordable <= (epochs - 1) * steps_per_epoch:
+            break  # another epoch's validation would eat more than its steps
+        best = BudgetPlan(min(affordable, epochs * steps_per_epoch), epochs)
+        if affordable < epochs * steps_per_epoch:
+            break  # this epoch is the partial last one
+    return best
+
+
+def describe(plan: BudgetPlan, steps_per_epoch: int) -> str:
+    whole, rest = divmod(plan.steps, steps_per_epoch)
+    if rest == 0:
+        return f"{whole} epochs"
+    fraction = rest / steps_per_epoch
+    if whole == 0:
+        return f"{fraction:.0%} of one epoch (a seeded random part of the training images)"
+    return f"{whole} epochs and {fraction:.0%} of one more"
+
+
+def too_few_steps(steps: int) -> str:
+    return (
+        f"only {steps} optimizer steps fit this budget, too few to learn much from random weights; "
+        "what helps: more --time, a cheaper --model, a smaller --image-size (or --tile), "
+        "or starting from --pretrained weights"
+    )
+
+
+def validation_interval(validation_s: float, train_s: float, share: float = VALIDATION_SHARE) -> int:
+    """Validate every k-th epoch, the smallest k that keeps validation within ``share`` of the time
+    (tiled validation on whole aerial images can cost more than the training epoch itself)."""
+    if validation_s <= share * (train_s + validation_s) or train_s <= 0:
+        return 1
+    return math.ceil(validation_s * (1 - share) / (share * train_s))

@@ -1,0 +1,87 @@
+"""The --time plan (steps the budget buys, a partial last epoch), the CPU defaults chosen from the data,
+and the recipe options (mixup, cutmix)."""
+
+import math
+
+import torch
+from helpers import write_digit_folders
+from PIL import Image
+
+from lanner import api
+from lanner.config import make_config
+from lanner.data.formats import read_dataset
+from lanner.engine.budget import BudgetPlan, describe, plan_steps, validation_interval
+from lanner.engine.history import read_history
+from lanner.tasks.classify.setup import default_input_size
+from lanner.tasks.classify.training import mix_batch
+
+
+def test_the_budget_buys_whole_epochs_then_a_partial_one():
+    # 10 steps per epoch at 1 s each, 5 s of validation per epoch, 100 s (98 usable):
+    # 6 epochs cost 90 s; a 7th whole one would not fit, its first 3 steps + validation (8 s) do.
+    plan = plan_steps(100, steps_per_epoch=10, step_s=1.0, overhead_s=5.0)
+    assert plan == BudgetPlan(steps=63, epochs=7)
+    assert describe(plan, 10) == "6 epochs and 30% of one more"
+
+
+def test_a_budget_shorter_than_an_epoch_trains_part_of_one():
+    plan = plan_steps(30, steps_per_epoch=100, step_s=1.0, overhead_s=4.0)
+    assert plan == BudgetPlan(steps=25, epochs=1)
+    assert describe(plan, 100).startswith("25% of one epoch")
+
+
+def test_no_epoch_is_started_that_only_its_validation_would_fill():
+    # After 2 whole epochs (2 x 15 s) 8 s remain of 38 usable: a third epoch's validation alone costs 10.
+    plan = plan_steps(38 / 0.98, steps_per_epoch=5, step_s=1.0, overhead_s=10.0)
+    assert plan == BudgetPlan(steps=10, epochs=2)
+    assert plan_steps(1, steps_per_epoch=5, step_s=10.0, overhead_s=10.0) == BudgetPlan(1, 1)
+
+
+def test_validation_that_would_eat_the_budget_runs_less_often():
+    assert validation_interval(validation_s=5, train_s=60) == 1  # cheap: every epoch
+    # Tiled validation of whole images: 60 s against 30 s of training -> every 6th epoch keeps it
+    # at 60 / (6 * 30 + 60) = 25% of the time.
+    assert validation_interval(validation_s=60, train_s=30) == 6
+    assert 60 / (validation_interval(60, 30) * 30 + 60) <= 0.25
+
+
+def test_small_images_train_at_their_own_resolution(tmp_path):
+    small = read_dataset(str(write_digit_folders(tmp_path / "small", per_class=4)))  # 24 px digits
+    assert default_input_size(128, small) == 32  # never below 32
+    big = tmp_path / "big"
+    for cls, side in (("a", 100), ("b", 90), ("c", 300)):
+        (big / cls).mkdir(parents=True)
+        Image.new("RGB", (side * 2, side)).save(big / cls / "x.jpg")
+    assert default_input_size(128, read_dataset(str(big))) == 96  # median short side 100 -> 96
+    photos = tmp_path / "photos"
+    (photos / "a").mkdir(parents=True)
+    (photos / "b").mkdir(parents=True)
+    Image.new("RGB", (640, 480)).save(photos / "a" / "1.jpg")
+    (photos / "b" / "broken.jpg").write_bytes(b"not an image")  # skipped here, reported by the cache
+    assert default_input_size(128, read_dataset(str(photos))) == 128
+
+
+def test_mixup_and_cutmix_targets_match_what_was_mixed(tmp_path):
+    # Each image one constant value, its own class: what a pixel holds says whose it is.
+    n, c = 6, 6
+    x = torch.arange(1, n + 1, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 16, 16).clone()
+    y = torch.arange(n)
+    mixed, soft = mix_batch(x.clone(), y, c, (0.4, 0.0), torch.Generator().manual_seed(1))
+    assert torch.allclose(soft.sum(1), torch.ones(n))
+    # mixup: every pixel is the targets' weighted mean of the two images' values
+    assert torch.allclose(mixed[:, 0, 0, 0], soft @ torch.arange(1, c + 1, dtype=torch.float32))
+    again, _ = mix_batch(x.clone(), y, c, (0.4, 0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(mixed, again)  # the batch's generator decides everything (resumable)
+    cut, soft = mix_batch(x.clone(), y, c, (0.0, 1.0), torch.Generator().manual_seed(3))
+    kept = (cut == x).float().mean(dim=(1, 2, 3))  # share of each image's own pixels left
+    assert torch.allclose(soft[y, y], kept) and (kept < 1).any()
+
+
+def test_training_with_mixup_and_cutmix(tmp_path):
+    data = write_digit_folders(tmp_path / "digits", per_class=8)
+    config = make_config(
+        {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 16,
+         "epochs": 1, "batch_size": 8, "mixup": 0.2, "cutmix": 1.0, "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip
+    run = api.train(config, evaluate_after=False)
+    assert math.isfinite(float(read_history(run / "history.csv")[0]["train_loss"]))
