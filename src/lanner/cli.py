@@ -414,7 +414,10 @@ def convert(
     data: Annotated[str, typer.Argument(help="dataset in any supported format")],
     to: Annotated[
         str,
-        Opt(help="coco, voc, yolo, labelme, csv (or folder for classification)"),
+        Opt(
+            help="coco, voc, yolo, labelme, csv, cvat, labelstudio, openimages, coco-results "
+            "(or folder for classification)"
+        ),
     ],
     out: Annotated[Path, typer.Argument(help="output folder or file")],
     format: Annotated[str | None, Opt(help="source format (auto-detected)")] = None,

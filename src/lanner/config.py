@@ -392,7 +392,11 @@ class InferenceOptions(BaseModel):
         le=1,
     )
     topk: int = option(5, help="classification: classes listed per image", commands=("predict",), ge=1)
-    format: str | None = option(help="detection output: coco, csv, labelme, yolo", commands=("predict",))
+    format: str | None = option(
+        help="detection output: coco (+ coco_results.json), csv, labelme, yolo; cvat, labelstudio "
+        "(pre-annotations with scores)",
+        commands=("predict",),
+    )
     columns: str | None = option(
         help="classification: a submission CSV of HEADER=SOURCE columns, SOURCE one of stem, file, path "
         "(the image), name, index, score (the prediction); e.g. Id=stem,Expected=name",

@@ -25,6 +25,11 @@ FORMAT_ALIASES = {
         "pascal_voc": "voc",
         "pascal-voc": "voc",
         "json": "coco",
+        "labelstudio": "label_studio",
+        "label-studio": "label_studio",
+        "openimages": "open_images",
+        "open-images": "open_images",
+        "coco-results": "coco_results",
     },
     "classify": {"csv_boxes": "csv"},
 }

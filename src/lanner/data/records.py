@@ -84,6 +84,7 @@ class ImageRecord:
     ignore: np.ndarray = field(default_factory=_empty_boxes)  # [M, 4] regions neither TP nor FP
     split: str | None = None
     image_id: int | None = None  # id in the source file when it had one (COCO)
+    scores: np.ndarray | None = None  # [N] a model's confidence per box: predictions only
 
     def __post_init__(self) -> None:
         # Callers building records by hand often leave the crowd flags out: default to "not crowd".

@@ -63,8 +63,9 @@ def detect_format(path: str | Path) -> str:
         if fmt.sniff(path):
             return fmt.name
     raise DataError(
-        f"{path}: cannot tell the dataset format; expected class folders, a CSV, COCO JSON, "
-        f"Pascal VOC, YOLO or Labelme (or pass --format; known: {', '.join(sorted(_FORMATS))})"
+        f"{path}: cannot tell the dataset format; expected class folders, a CSV, COCO JSON, Pascal VOC, "
+        "YOLO, Labelme, CVAT XML, Label Studio JSON or an Open Images CSV "
+        f"(or pass --format; known: {', '.join(sorted(_FORMATS))})"
     )
 
 
@@ -117,6 +118,7 @@ def _writable(dataset: Dataset, fmt: Format) -> tuple[Dataset, list[Issue]]:
                 boxes=rec.boxes[~crowd],
                 labels=rec.labels[~crowd],
                 iscrowd=rec.iscrowd[~crowd],
+                scores=None if rec.scores is None else rec.scores[~crowd],
                 ignore=rec.ignore if fmt.keeps_ignore else rec.ignore[:0],
             )
         records.append(rec)
@@ -142,7 +144,10 @@ def _load_builtin() -> None:
     _loaded = True
     import importlib
 
-    for mod in ("folder", "csv", "csv_boxes", "coco", "voc", "yolo", "labelme"):
+    for mod in (
+        "folder", "csv", "csv_boxes", "coco", "voc", "yolo", "labelme",
+        "cvat", "label_studio", "open_images", "coco_results",
+    ):  # fmt: skip
         try:
             importlib.import_module(f"lanner.data.formats.{mod}")
         except ModuleNotFoundError as e:

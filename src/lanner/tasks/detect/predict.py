@@ -3,7 +3,8 @@
 Predictions become a :class:`Dataset` (one record per image, boxes at or above the run's score
 threshold) written by the format writers of :mod:`lanner.data.formats`, so the output opens in
 the tools that read that format (Labelme, Ultralytics, COCO viewers) and reads back with
-``read_dataset``. Annotation formats have no place for confidence, so every box's score is also
+``read_dataset``. CVAT and Label Studio output are pre-annotations carrying each box's score; COCO
+output comes with ``coco_results.json`` (the scores as COCO results); every box's score is also
 written to ``detections.json``.
 """
 
@@ -33,14 +34,18 @@ from lanner.tasks.detect.training import detect_canvases
 from lanner.tasks.loading import LoadedRun
 from lanner.tasks.run_thresholds import class_thresholds
 
-FORMATS = ("coco", "csv", "labelme", "yolo")
+FORMATS = ("coco", "csv", "labelme", "yolo", "cvat", "labelstudio")
 # lanner's writer name per --format, and the output path under the output folder (file or folder).
+# cvat and labelstudio are pre-annotations with the scores, to import and correct in those tools.
 WRITERS = {
     "coco": ("coco", "coco.json"),
     "csv": ("csv_boxes", "boxes.csv"),
     "labelme": ("labelme", "labelme"),
     "yolo": ("yolo", "yolo"),
+    "cvat": ("cvat", "cvat.xml"),
+    "labelstudio": ("label_studio", "labelstudio.json"),
 }
+SINGLE_FILES = (".json", ".csv", ".xml")  # an --out with one of these is the file itself
 RENDER_MAX_SIDE = 1280  # small enough to mail, large enough to judge the boxes
 RENDER_QUALITY = 85
 PALETTE = [
@@ -159,6 +164,7 @@ def predictions_dataset(
                 boxes=shown.boxes.astype(np.float32),
                 labels=shown.labels.astype(np.int64),
                 iscrowd=np.zeros(len(shown), bool),
+                scores=shown.scores.astype(np.float32),
             )
         )
     return Dataset(list(classes), records, "detect", format="predictions")
@@ -169,8 +175,11 @@ def write_predictions(dataset: Dataset, fmt: str, out: Path) -> Path:
     if fmt not in WRITERS:
         raise ConfigError(f"unknown prediction format {fmt!r}; choose one of {', '.join(FORMATS)}")
     writer, default_name = WRITERS[fmt]
-    target = out if out.suffix.lower() in (".json", ".csv") else out / default_name
-    return write_dataset(dataset, writer, target)
+    target = out if out.suffix.lower() in SINGLE_FILES else out / default_name
+    written = write_dataset(dataset, writer, target)
+    if fmt == "coco":  # and the scores as COCO results, numbered as coco.json numbers its images
+        write_dataset(dataset, "coco_results", target.with_name(f"{target.stem}_results.json"))
+    return written
 
 
 def scores_document(classes: list[str], results: list, score_threshold: np.ndarray) -> dict:
