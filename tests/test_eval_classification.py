@@ -42,3 +42,18 @@ def test_per_class_report_equals_sklearn(seed):
 def test_no_top5_below_five_classes():
     m = classification_metrics(torch.eye(3), torch.tensor([0, 1, 2]), ["a", "b", "c"])
     assert m["accuracy"] == 1.0 and "top5_accuracy" not in m
+
+
+def test_validation_f1_and_recall_equal_sklearn_on_the_classes_present():
+    from sklearn.metrics import f1_score, recall_score
+
+    from lanner.tasks.classify.training import balanced_metrics
+
+    rng = np.random.default_rng(3)
+    target = torch.from_numpy(rng.choice([0, 1, 3], size=200, p=[0.7, 0.25, 0.05]))  # class 2 absent
+    pred = torch.from_numpy(rng.integers(0, 4, size=200))  # predicts class 2 sometimes
+    got = balanced_metrics(pred, target, 4)
+    present = [0, 1, 3]
+    f1 = f1_score(target, pred, labels=present, average="macro", zero_division=0)
+    recall = recall_score(target, pred, labels=present, average=None, zero_division=0).min()
+    assert got == pytest.approx({"val_macro_f1": f1, "val_min_recall": recall}, abs=1e-12)

@@ -214,8 +214,6 @@ def push(run: str | Path, repo_id: str, *, private: bool = False, hub=None) -> d
 
 
 def _hub():
-    try:
-        from huggingface_hub import HfApi
-    except ImportError as e:
-        raise ConfigError("lanner push needs huggingface_hub: pip install 'lanner[hub]'") from e
+    from huggingface_hub import HfApi  # a dependency of lanner (and of timm)
+
     return HfApi()

@@ -1,6 +1,6 @@
 """Classification metrics: accuracy, top-k, per-class precision/recall/F1/support, confusion matrix.
 
-The confusion matrix comes from torchmetrics; everything else is derived from it in a few lines so
+The confusion matrix is one ``bincount``; everything else is derived from it in a few lines so
 the numbers are explainable. Zero divisions give 0, as scikit-learn's default does, and a test
 checks the per-class report equals ``sklearn.metrics.classification_report`` on the same predictions.
 """
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from lanner._io import write_json, write_text
 from lanner.engine.plots import plt, save_figure
@@ -22,6 +21,12 @@ from lanner.rundir import RunDir
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b != 0)
+
+
+def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[C, C] counts of (true class, predicted class): row = the truth, as scikit-learn's."""
+    pairs = targets.long() * num_classes + preds.long()  # [N] one cell index per image
+    return torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def classification_metrics(
@@ -34,7 +39,7 @@ def classification_metrics(
     the top class, as accuracy is: a classifier always names one class."""
     n_cls = len(classes)
     preds = probs.argmax(1)
-    cm = multiclass_confusion_matrix(preds, targets, num_classes=n_cls).numpy().astype(np.int64)
+    cm = confusion_matrix(preds, targets, n_cls).cpu().numpy().astype(np.int64)
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(1).astype(np.float64)
     predicted = cm.sum(0).astype(np.float64)

@@ -12,11 +12,11 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.classification import multiclass_f1_score, multiclass_recall
 from torchvision.ops import roi_align
 
 from lanner.data.pixels import Preprocessing, batch_generator, centre_crop, eval_batch, normalise, to_float
 from lanner.engine.distributed import shard_batches
+from lanner.eval.classification import confusion_matrix
 from lanner.tasks.base import TrainRecipe
 
 AUGMENT_PRESETS = {
@@ -126,9 +126,11 @@ def resolve_balance(balance: str, counts: np.ndarray) -> str:
 def balanced_metrics(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
     """Macro-F1 and the worst class's recall over the classes present in ``target``: what accuracy hides
     on imbalanced data (a minority class never predicted still leaves accuracy high)."""
-    present = torch.bincount(target, minlength=num_classes) > 0
-    f1 = multiclass_f1_score(pred, target, num_classes, average="none")[present]
-    recall = multiclass_recall(pred, target, num_classes, average="none")[present]
+    cm = confusion_matrix(pred, target, num_classes).double()
+    tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+    present = support > 0  # so neither division below is by 0
+    f1 = (2 * tp / (support + predicted))[present]  # 2TP / (2TP + FP + FN)
+    recall = (tp / support)[present]
     return {"val_macro_f1": f1.mean().item(), "val_min_recall": recall.min().item()}
 
 
