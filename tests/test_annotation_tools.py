@@ -334,3 +334,35 @@ def test_coco_results_evaluate_against_the_coco_file_beside_them(predicted):
             for a in anns
         ]
         assert _same(sorted(x), expected[Path(image["file_name"]).name])
+
+
+def test_malformed_entries_become_issues_naming_the_file(rbc, tmp_path):
+    ls = tmp_path / "ls"
+    ls.mkdir()
+    shutil.copy(rbc[0], ls / rbc[0].name)
+    bad = [
+        {"type": "rectanglelabels", "value": {"x": "left", "rectanglelabels": ["RBC"]}},
+        {"type": "polygonlabels", "value": {"points": 5, "polygonlabels": ["RBC"]}, "original_width": SIZE},
+        {"type": "rectanglelabels", "original_width": SIZE, "original_height": SIZE,
+         "value": {"x": 50, "y": 50, "width": 25, "height": 25, "rectanglelabels": ["WBC"]}},
+    ]  # fmt: skip
+    tasks = [
+        {"id": 9, "data": {"image": f"/data/upload/1/{rbc[0].name}"}, "annotations": [{"result": bad}]},
+        7,
+    ]
+    (ls / "export.json").write_text(json.dumps(tasks))
+    data = read_dataset(ls)
+    assert _boxes(data) == {rbc[0].name: [("WBC", 208.0, 208.0, 312.0, 312.0)]}
+    assert sum("export.json (task 9)" in i.path and i.kind == "malformed" for i in data.issues) == 2
+    assert any(i.kind == "unlabelled" for i in data.issues)  # the task that is not an object
+
+    oi = tmp_path / "oi"
+    oi.mkdir()
+    shutil.copy(rbc[0], oi / f"{rbc[0].stem}.jpg")
+    (oi / "boxes.csv").write_text(
+        "ImageID,LabelName,XMin,XMax,YMin,YMax\n"
+        f"{rbc[0].stem},cell,abc,0.5,0,0.5\n{rbc[0].stem},cell,0,0.5,0,0.5\n"
+    )
+    data = read_dataset(oi)
+    assert _boxes(data) == {rbc[0].name: [("cell", 0.0, 0.0, 208.0, 208.0)]}
+    assert any("boxes.csv" in i.path for i in data.issues)

@@ -94,9 +94,11 @@ def _box(node: ET.Element) -> list[float]:
     if not turn:
         return [x1, y1, x2, y2]
     cx, cy, cos, sin = (x1 + x2) / 2, (y1 + y2) / 2, math.cos(turn), math.sin(turn)
-    corners = [(x, y) for x in (x1, x2) for y in (y1, y2)]
-    return list(bounding_box((cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos)
-                             for x, y in corners))  # fmt: skip
+
+    def turned(x: float, y: float) -> tuple[float, float]:
+        return cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos
+
+    return list(bounding_box(turned(x, y) for x in (x1, x2) for y in (y1, y2)))
 
 
 def _points(node: ET.Element) -> list[float]:
@@ -104,7 +106,7 @@ def _points(node: ET.Element) -> list[float]:
     pairs = [p.split(",") for p in node.get("points", "").split(";") if p.strip()]
     flat = number_list([v for p in pairs for v in p]) if all(len(p) == 2 for p in pairs) else None
     box = bounding_box(zip(flat[::2], flat[1::2], strict=True)) if flat else None
-    return list(box) if box else NAN_BOX
+    return list(box) if box else list(NAN_BOX)
 
 
 def _ellipse(node: ET.Element) -> list[float]:
