@@ -92,8 +92,31 @@ def _write_yolo(ds: Path, refs: list[str]) -> Path:
     return ds / "data.yaml"
 
 
+def _write_cvat(ds: Path, refs: list[str]) -> Path:
+    images = "".join(
+        f'<image id="{i}" name="{r}" width="40" height="30">'
+        '<box label="cat" xtl="1" ytl="1" xbr="9" ybr="9"></box></image>'
+        for i, r in enumerate(refs)
+    )
+    (ds / "annotations.xml").write_text(f"<annotations><version>1.1</version>{images}</annotations>")
+    return ds / "annotations.xml"
+
+
+def _write_label_studio(ds: Path, refs: list[str]) -> Path:
+    box = {"x": 2.5, "y": 3.3, "width": 20, "height": 26.7, "rectanglelabels": ["cat"]}
+    result = {"type": "rectanglelabels", "original_width": 40, "original_height": 30, "value": box}
+    tasks = [
+        {"id": i, "data": {"image": f"/data/local-files/?d={r}"}, "annotations": [{"result": [result]}]}
+        for i, r in enumerate(refs)
+    ]
+    (ds / "export.json").write_text(json.dumps(tasks))
+    return ds / "export.json"
+
+
 WRITERS = {
     "coco": _write_coco,
+    "cvat": _write_cvat,
+    "label_studio": _write_label_studio,
     "voc": _write_voc,
     "labelme": _write_labelme,
     "csv_boxes": _write_csv_boxes,
