@@ -37,14 +37,17 @@ def _detections(row: dict) -> Detections:
     return Detections(np.array(row["boxes"]).reshape(-1, 4), np.array(row["scores"]), np.array(labels))
 
 
-def test_fused_boxes_equal_the_merge_of_each_runs_own_predictions(detectors, image, tmp_path):
+def test_fused_boxes_equal_the_merge_of_each_runs_own_predictions(detectors, image, tmp_path, capsys):
     own = [
         api.predict(run, [str(image)], tmp_path / f"own{i}", device="cpu")[0]
         for i, run in enumerate(detectors)
     ]
     assert all(len(row["boxes"]) > 0 for row in own) and own[0]["boxes"] != own[1]["boxes"]
-    code = cli.run_cli(["predict", *map(str, detectors), str(image), "--weights", "2,1", "--device", "cpu"])
-    assert code == 0  # the second RUN is told from the image by its checkpoint
+    capsys.readouterr()
+    args = ["predict", *map(str, detectors), str(image), "--weights", "2,1", "--device", "cpu", "--json"]
+    assert cli.run_cli(args) == 0  # the second RUN is told from the image by its checkpoint
+    said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (said["out"], said["images"]) == (str(detectors[0] / "ensemble" / "predictions"), 1)
     fused_doc = json.loads((detectors[0] / "ensemble" / "predictions" / "detections.json").read_text())
     (entry,) = fused_doc["images"]
     want = fuse_models([_detections(r) for r in own], [2 / 3, 1 / 3])
