@@ -166,7 +166,8 @@ def print_plan(s: Session, state: TrainState) -> None:
     warm = f", warmup {sched.warmup_epochs:g} epochs" if sched.warmup_epochs else ""
     config = s.config
     budget = f" (time budget {config.time}: epochs re-estimated after the first steps)" if config.time else ""
-    budget += f"; weights averaged (EMA, decay {config.ema:g}): the average is validated and kept" if config.ema else ""
+    if config.ema:
+        budget += f"; weights averaged (EMA, decay {config.ema:g}): the average is validated and kept"
     s.console.print(
         f"device {s.device}, precision {s.precision}, optimizer {config.optimizer}, "
         f"lr {state.segments[-1].base_lr:g}, schedule {sched.name}{warm}, {state.total_epochs} epochs{budget}"
