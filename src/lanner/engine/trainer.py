@@ -409,7 +409,9 @@ class Trainer:
         elapsed = time.perf_counter() - epoch_start
         step_s = elapsed / steps_done
         task = self.task
-        self._overhead_s = estimated_overhead(step_s, task.batch_size, task.num_val_images)
+        # Validation scores the val images and the training sample of --eval-train (tasks that have one).
+        scored = task.num_val_images + len(getattr(task, "train_eval_idx", ()))
+        self._overhead_s = estimated_overhead(step_s, task.batch_size, scored)
         plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
