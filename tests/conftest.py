@@ -13,6 +13,13 @@ SHARED_DATA = Path(os.environ.get("LANNER_SHARED_DATA", REPO.parent / "shared" /
 # Keep test runs offline even if some library tries to reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# `make test` runs the suite in several pytest-xdist workers: each worker, and every lanner process
+# its tests start, gets its share of the cores (two workers of two threads on two cores would only
+# fight over them).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

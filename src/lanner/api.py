@@ -112,7 +112,9 @@ def resume(
     changes = {k: v for k, v in changes.items() if v is not None}
     ckpt, old, config = resuming.resumed_config(RunDir(run), changes, unfreeze)
     s = sessions.start(config, _console(console), Path(run), _prepare)
-    s.prepared.model.load_state_dict(ckpt["state_dict"])
+    # With --ema the checkpoint's model is the average; the weights that train are kept beside it.
+    averaged = "train_weights" in ckpt
+    s.prepared.model.load_state_dict(ckpt["train_weights" if averaged else "state_dict"])
     optimizer = build_optimizer(s.prepared.model, config, base_lr(config))
     optimizer.load_state_dict(ckpt["optimizer"])
     spe = s.prepared.task.steps_per_epoch()
@@ -126,7 +128,8 @@ def resume(
     sessions.print_plan(s, state)
     callbacks = sessions.callbacks_for(s, len(state.segments) - 1, diff)
     sessions.plot_plan(s, state)
-    return sessions.fit(s, optimizer, state, callbacks, _after_training(s, evaluate_after))
+    ema_weights = ckpt["state_dict"] if averaged else None
+    return sessions.fit(s, optimizer, state, callbacks, _after_training(s, evaluate_after), ema_weights)
 
 
 def _print_resume(s: sessions.Session, state: TrainState, diff: dict) -> None:

@@ -250,6 +250,14 @@ class TrainConfig(BaseModel):
         0.0, help="classification: mixup alpha (e.g. 0.2; 0 = off); with --cutmix, each batch picks one", ge=0
     )
     cutmix: float = option(0.0, help="classification: cutmix alpha (e.g. 1.0; 0 = off)", ge=0)
+    ema: float = option(
+        0.0,
+        help="keep an exponential moving average of the weights with this decay (e.g. 0.9998; 0 = off): "
+        "it is validated, checkpointed and used by eval/predict",
+        ge=0,
+        lt=1,
+    )
+    clip_grad: float | None = option(help="clip the gradients' total norm to this value", gt=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)  # its fields declare their own options
 
     augment: Literal["none", "light", "default", "strong"] = option("default", help="augmentation")

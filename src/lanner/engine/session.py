@@ -176,6 +176,8 @@ def print_plan(s: Session, state: TrainState) -> None:
     warm = f", warmup {sched.warmup_epochs:g} epochs" if sched.warmup_epochs else ""
     config = s.config
     budget = f" (time budget {config.time}: epochs re-estimated after the first steps)" if config.time else ""
+    if config.ema:
+        budget += f"; weights averaged (EMA, decay {config.ema:g}): the average is validated and kept"
     s.console.print(
         f"device {s.device}, precision {s.precision}, optimizer {config.optimizer}, "
         f"lr {state.segments[-1].base_lr:g}, schedule {sched.name}{warm}, {state.total_epochs} epochs{budget}"
@@ -204,10 +206,14 @@ def callbacks_for(s: Session, segment: int = 0, changes: dict | None = None) -> 
     return callbacks
 
 
-def fit(s: Session, optimizer, state: TrainState, callbacks: Callback, after: Callable[[], None]) -> Path:
+def fit(
+    s: Session, optimizer, state: TrainState, callbacks: Callback, after: Callable[[], None],
+    ema_weights: dict | None = None,
+) -> Path:  # fmt: skip
     """Train to the end of ``state``'s plan; then ``after()`` (the final evaluation) on process 0.
-    Ctrl-C leaves a resumable checkpoint and re-raises :class:`Interrupted`."""
-    trainer = _trainer(s, optimizer, state, callbacks)
+    Ctrl-C leaves a resumable checkpoint and re-raises :class:`Interrupted`. ``ema_weights``: a resumed
+    run's moving average of the weights (``--ema``)."""
+    trainer = _trainer(s, optimizer, state, callbacks, ema_weights)
     try:
         trainer.fit()
     except Interrupted:
@@ -228,13 +234,16 @@ def fit(s: Session, optimizer, state: TrainState, callbacks: Callback, after: Ca
     return s.run_dir
 
 
-def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback) -> Trainer:
+def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback, ema_weights) -> Trainer:
     config, prepared = s.config, s.prepared
     context = RunContext(s.run_dir, s.device, s.precision, s.console, s.dist)
     settings = TrainSettings(
         identity={"config": config.model_dump(mode="json"), "model_name": prepared.model_name},
         time_budget_s=parse_duration(config.time) if config.time else None,
         freeze=parse_freeze(config.freeze, config.freeze_epochs),
+        clip_grad=config.clip_grad,
+        ema_decay=config.ema,
+        ema_weights=ema_weights,
     )
     return Trainer(
         task=prepared.task, model=prepared.model, optimizer=optimizer, state=state, context=context,

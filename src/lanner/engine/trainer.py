@@ -28,6 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from timm.utils import ModelEmaV3
 
 from lanner.engine import distributed
 from lanner.engine.budget import (
@@ -100,9 +101,12 @@ class TrainState:
         return cls(**d)
 
 
-def optimizer_step(task, model, optimizer, scaler, autocast, batch, lr: float) -> tuple[float, int]:
+def optimizer_step(
+    task, model, optimizer, scaler, autocast, batch, lr: float, clip_grad: float | None = None
+) -> tuple[float, int]:
     """One training step at ``lr`` (scaled per parameter group by its ``lr_scale``): the loss and the
-    batch's image count. A non-finite loss is returned without a backward pass or an update."""
+    batch's image count. A non-finite loss is returned without a backward pass or an update.
+    ``clip_grad``: the gradients' total norm is clipped to it (after unscaling) before the update."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer.zero_grad(set_to_none=True)
@@ -110,9 +114,25 @@ def optimizer_step(task, model, optimizer, scaler, autocast, batch, lr: float) -
         loss, n = task.training_step(model, batch)
     if torch.isfinite(loss):
         scaler.scale(loss).backward()
+        if clip_grad is not None:
+            scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
         scaler.step(optimizer)
         scaler.update()
     return loss.item(), n
+
+
+def weight_average(model: torch.nn.Module, decay: float, weights: dict | None) -> ModelEmaV3 | None:
+    """An exponential moving average of ``model``'s weights and buffers (timm's), or None when
+    ``decay`` is 0. Its decay warms up (1 - (1 + step)^-3/4, capped at ``decay``) so that the average
+    of a short run is not dominated by its random start; ``weights``: a resumed run's average."""
+    if not decay:
+        return None
+    ema = ModelEmaV3(model, decay=decay, use_warmup=True, warmup_power=3 / 4)
+    if weights is not None:
+        ema.module.load_state_dict(weights)
+    return ema
 
 
 def minimise(metric: str) -> bool:
@@ -161,6 +181,9 @@ class TrainSettings:
     identity: dict
     time_budget_s: float | None = None
     freeze: FreezePlan | None = None
+    clip_grad: float | None = None
+    ema_decay: float = 0.0  # 0: no moving average of the weights
+    ema_weights: dict | None = None  # a resumed run's averaged weights
 
 
 class Trainer:
@@ -195,6 +218,10 @@ class Trainer:
         device, precision = self.device, self.precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
         self.steps_per_epoch = task.steps_per_epoch()
+        self.clip_grad = settings.clip_grad
+        self.ema = weight_average(self.raw_model, settings.ema_decay, settings.ema_weights)
+        # What is validated, kept as best/last and used by eval/predict: the average when there is one.
+        self.kept_model = self.ema.module if self.ema is not None else self.raw_model
 
     # ----------------------------------------------------------------------------------------- loop
     def fit(self) -> TrainState:
@@ -249,8 +276,10 @@ class Trainer:
     def _step(self, batch) -> tuple[float, int]:
         lr = lr_at(self.state.segments, self.state.step)
         loss, n = optimizer_step(
-            self.task, self.model, self.optimizer, self.scaler, self._autocast, batch, lr
+            self.task, self.model, self.optimizer, self.scaler, self._autocast, batch, lr, self.clip_grad
         )
+        if self.ema is not None and math.isfinite(loss):
+            self.ema.update(self.raw_model, step=self.state.step + 1)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss} at epoch {self.state.epoch + 1}, step {self.state.step}: "
@@ -308,7 +337,7 @@ class Trainer:
         metrics = {}
         if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
             with torch.no_grad(), self._autocast():
-                metrics = self.task.validate(self.raw_model)
+                metrics = self.task.validate(self.kept_model)
         return distributed.broadcast(metrics, self.dist)
 
     def _validates(self, epoch: int) -> bool:
@@ -358,11 +387,13 @@ class Trainer:
         meta = CheckpointMeta.from_checkpoint({"meta": self.task.meta(), **self.extra_checkpoint})
         state = {
             **meta.to_checkpoint(),
-            "state_dict": self.raw_model.state_dict(),
+            "state_dict": self.kept_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "train_state": self.state.to_dict(),
         }
+        if self.ema is not None:  # the weights that train on, for a resume
+            state["train_weights"] = self.raw_model.state_dict()
         return save_checkpoint(self.run.checkpoint(which), state)
 
     def _maybe_fit_time_budget(self, epoch_start: float, steps_done: int) -> None:
@@ -378,7 +409,9 @@ class Trainer:
         elapsed = time.perf_counter() - epoch_start
         step_s = elapsed / steps_done
         task = self.task
-        self._overhead_s = estimated_overhead(step_s, task.batch_size, task.num_val_images)
+        # Validation scores the val images and the training sample of --eval-train (tasks that have one).
+        scored = task.num_val_images + len(getattr(task, "train_eval_idx", ()))
+        self._overhead_s = estimated_overhead(step_s, task.batch_size, scored)
         plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
