@@ -10,6 +10,7 @@ from lanner.tasks.classify.evaluate import evaluate_classification, evaluate_cla
 from lanner.tasks.classify.export import classifier_export_plan
 from lanner.tasks.classify.predict import predict_classification, predict_classification_ensemble
 from lanner.tasks.classify.report import GALLERY_KEYS, classify_badness
+from lanner.tasks.classify.review import ClassifyReviewer
 from lanner.tasks.classify.setup import prepare_classification
 
 
@@ -47,6 +48,9 @@ class Classify(Task):
     def summary_input(self, meta, image_size):
         size = image_size or int(meta.get("preprocessing")["image_size"])
         return torch.zeros(1, 3, size, size)
+
+    def reviewer(self):
+        return ClassifyReviewer()
 
     def gallery_prepare(self, item, threshold):
         item["badness"] = classify_badness(item)
