@@ -118,7 +118,7 @@ def _isolated(record: ImageRecord, count: int) -> list[int]:
 def test_corrupted_real_boxes_are_found_and_read_back(shared_data, tmp_path):
     """A real RBC image; "predictions" are its original boxes; the labels lose one box, flip one
     class and shift one box: exactly those three come back, as the right kinds."""
-    dataset = read_dataset(shared_data / "rbc_roboflow_coco")
+    dataset = read_dataset(shared_data / "rbc_roboflow_coco" / "test")
     record = next(r for r in dataset.records if len(set(r.labels.tolist())) > 1 and len(_isolated(r, 3)) == 3)
     det = Detections(record.boxes, np.full(len(record.boxes), 0.9), record.labels)
     deleted, flipped, moved = _isolated(record, 3)
@@ -174,8 +174,8 @@ def _untrained_run(run: Path, data: Path) -> Path:
     model, mean, std = build_classifier("shallownet", len(classes))
     config = make_config(
         {
-            "data": str(data), "run": str(run), "model": "shallownet", "image_size": 16, "epochs": 3,
-            "lr": 0.01, "batch_size": 16, "eval_train": 0, "augment": "none",
+            "data": str(data), "run": str(run), "model": "shallownet", "image_size": 16, "epochs": 5,
+            "lr": 0.01, "batch_size": 16, "eval_train": 0, "augment": "none", "val_fraction": 0.1,
             "cache_dir": str(run.parent / "cache"),
         }
     )  # fmt: skip
@@ -194,8 +194,8 @@ def test_review_finds_flipped_labels_out_of_sample(tmp_path):
     assert list(rows[0]) == CLASSIFY_COLUMNS and summary["images"] == 108 and summary["folds"] == 2
     top = rows[: 2 * len(flipped)]
     found = [r for r in top if r["path"] in flipped]
-    # 5 flips among 108 images: a random ranking puts ~0.5 of them in the top 10
-    assert len(found) >= 4, rows[:10]
+    # 5 flips among 108 images: a random ranking puts ~0.5 of them in the top 10 (3 or more: p < 0.01)
+    assert len(found) >= 3, rows[:10]
     assert sum(r["suggested"] == flipped[r["path"]] for r in found) >= len(found) - 1
     assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
     assert json.loads((run / "review" / "review.json").read_text())["issues"] == len(rows)
@@ -205,9 +205,9 @@ def test_review_finds_flipped_labels_out_of_sample(tmp_path):
 @pytest.fixture
 def detection_run(shared_data, tmp_path) -> tuple[Path, Path]:
     """An (untrained) detection run and 3 real RBC images as another dataset."""
-    full = read_dataset(shared_data / "rbc_roboflow_coco")
+    full = read_dataset(shared_data / "rbc_roboflow_coco" / "test")
     data = tmp_path / "rbc"
-    records = full.subset("test").records[:3]
+    records = full.records[:3]
     for record in records:
         record.split = None  # a dataset without splits: all of it is reviewed as train
     write_dataset(Dataset(full.classes, records, "detect", format="coco"), "coco", data)
