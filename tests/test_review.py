@@ -107,6 +107,9 @@ def test_a_correct_image_has_no_issues_and_confidence_is_per_class():
     assert detection_issues(Dataset(["a"], [record], "detect"), [det]) == []
     record, det = _image([(G1, 0), (G2, 0)], [(G1, 0, 0.9), (G2, 0, 0.7), (FREE, 0, 0.85)])
     assert [i.kind for i in detection_issues(Dataset(["a"], [record], "detect"), [det])] == ["missing_box"]
+    # b is never found anywhere: nothing predicted at its box proves nothing (no spurious_box)
+    record, det = _image([(G1, 0), (G4, 1)], [(G1, 0, 0.9)])
+    assert detection_issues(Dataset(["a", "b"], [record], "detect"), [det]) == []
 
 
 def _isolated(record: ImageRecord, count: int) -> list[int]:

@@ -17,7 +17,8 @@ their class (IoU >= .5, COCO-style greedy matching): the detection analogue of s
   one of another class covers (IoU >= ``MATCH``); the suggestion is that class;
 * ``loose_box``: the best confident prediction of its class overlaps it only partly
   (``NEAR`` <= IoU < ``LOOSE``); the suggestion is the predicted box;
-* ``spurious_box``: no prediction at all, of any class or score, touches it (IoU < ``TOUCH``).
+* ``spurious_box``: no prediction at all, of any class or score, touches it (IoU < ``TOUCH``), in a
+  class the model does find elsewhere (one it never finds says nothing about this box).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def classification_issues(
 # ----------------------------------------------------------------------------------------- detection
 def detection_confidence(records: list[ImageRecord], detections: list[Detections], num_classes: int):
     """[C] each class's mean score among its predictions that found a labelled box of that class
-    (greedy matching in score order at IoU >= MATCH); DEFAULT_CONFIDENCE for a class with none."""
+    (greedy matching in score order at IoU >= MATCH); NaN for a class with none (the model does not
+    find that class at all)."""
     sums, counts = np.zeros(num_classes), np.zeros(num_classes)
     for record, det in zip(records, detections, strict=True):
         order = np.argsort(-det.scores, kind="stable")
@@ -143,7 +145,7 @@ def detection_confidence(records: list[ImageRecord], detections: list[Detections
         for d, _ in greedy_match(iou, same, free_det, free_gt, MATCH):
             sums[det.labels[order[d]]] += det.scores[order[d]]
             counts[det.labels[order[d]]] += 1
-    return np.where(counts > 0, sums / np.maximum(counts, 1), DEFAULT_CONFIDENCE)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _box(values) -> tuple[float, ...]:
@@ -168,9 +170,12 @@ def _missing_boxes(record: ImageRecord, det: Detections, confident: np.ndarray, 
     ]
 
 
-def _box_issue(record: ImageRecord, g: int, det: Detections, confident: np.ndarray, iou: np.ndarray, classes):
-    """The issue of labelled box ``g`` (or None): wrong class, loose box or spurious box, in that order."""
+def _box_issue(record: ImageRecord, g: int, det: Detections, confident: np.ndarray, iou: np.ndarray,
+               classes, found: np.ndarray):  # fmt: skip
+    """The issue of labelled box ``g`` (or None): wrong class, loose box or spurious box, in that order.
+    ``found`` [C]: whether the model finds any labelled box of each class."""
     label, overlap = int(record.labels[g]), iou[:, g]  # overlap [P]
+    found_class = bool(found[label])
     mine = confident & (det.labels == label)
     best_same = overlap[mine].max() if mine.any() else 0.0
     if best_same >= LOOSE:
@@ -184,7 +189,7 @@ def _box_issue(record: ImageRecord, g: int, det: Detections, confident: np.ndarr
         p = int(np.where(mine, overlap, -1.0).argmax())
         issue.kind, issue.suggested = "loose_box", classes[label]
         issue.score = float(det.scores[p] * (1.0 - overlap[p]))  # confident and far off: most likely loose
-    elif not (overlap >= TOUCH).any():
+    elif not (overlap >= TOUCH).any() and found_class:  # a class the model never finds proves nothing
         evidence = float(det.scores.max(initial=0.0, where=overlap > 0))
         issue.kind, issue.suggested, issue.score = (
             "spurious_box",
@@ -202,12 +207,12 @@ def image_detection_issues(
     record: ImageRecord, det: Detections, thresholds: np.ndarray, classes: list[str]
 ) -> list[LabelIssue]:
     """The label issues of one image, given each class's confidence threshold ``thresholds`` [C]."""
-    confident = det.scores >= thresholds[det.labels]  # [P]
+    confident = det.scores >= np.nan_to_num(thresholds, nan=DEFAULT_CONFIDENCE)[det.labels]  # [P]
     iou = box_iou(det.boxes, record.boxes)  # [P, G]
     issues = _missing_boxes(record, det, confident, iou, classes)
     for g in range(len(record.labels)):
         if not (len(record.iscrowd) and record.iscrowd[g]):
-            issue = _box_issue(record, g, det, confident, iou, classes)
+            issue = _box_issue(record, g, det, confident, iou, classes, ~np.isnan(thresholds))
             issues += [issue] if issue is not None else []
     return issues
 

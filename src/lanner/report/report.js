@@ -552,7 +552,8 @@
     const R = L.review || {};
     const how = R.folds ? `${R.folds}-fold out-of-sample predictions (models that never saw the image)`
       : "the run's own model (--folds 0: less reliable, it may have trained on these images)";
-    const note = el("p", { class: "muted", text: `lanner review of split ${R.split || "?"} (${fmt(R.images)} images) with ${how}: ` +
+    const from = R.split ? `lanner review of split ${R.split} (${fmt(R.images)} images) with ${how}: ` : "";
+    const note = el("p", { class: "muted", text: from +
       `${L.total} likely label errors in review/label_issues.csv, most likely first; ${L.shown} shown. The label as given is dashed, the suggestion solid.` });
     const kinds = ["all", ...new Set(L.items.map((x) => x.kind))];
     const select = el("select", { id: "issue-kind" }, kinds.map((k) => el("option", { value: k, text: k === "all" ? "all kinds" : k })));
