@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from helpers import save_untrained_detector, write_digit_folders
 
 from lanner import api, cli
@@ -31,6 +32,7 @@ from lanner.eval.label_issues import (
 )
 from lanner.models.classifiers import build_classifier
 from lanner.report import collect
+from lanner.tasks.review import ReviewSettings, assign_folds
 
 CLASSES = ["a", "b", "c"]
 
@@ -147,6 +149,18 @@ def test_corrupted_real_boxes_are_found_and_read_back(shared_data, tmp_path):
     assert rows[0]["kind"] in by_kind and rows[0]["x1"] == pytest.approx(
         by_kind[rows[0]["kind"]].box[0], abs=0.01
     )
+
+
+def test_folds_and_their_time():
+    folds = assign_folds(10, 3, seed=0)
+    assert sorted(np.bincount(folds).tolist()) == [3, 3, 4] and (folds == assign_folds(10, 3, seed=0)).all()
+    assert ReviewSettings(time="1m30s", folds=3).fold_time() == "30.000s"
+    assert ReviewSettings(folds=3).fold_time() is None
+    assert "--max-image-pixels" in {o for p in typer_params("review") for o in p.opts}
+
+
+def typer_params(command: str):
+    return typer.main.get_command(cli.app).commands[command].params
 
 
 # ----------------------------------------------------------------------------------------- end to end

@@ -496,6 +496,7 @@ def report(
 
 # ------------------------------------------------------------------------------------------- review
 @app.command()
+@config_options("review", TrainConfig)
 def review(
     run: Annotated[Path, typer.Argument(help="run directory")],
     data: Annotated[
@@ -508,9 +509,12 @@ def review(
     time: Annotated[str | None, Opt(help="training time of all folds together, e.g. 10m")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda, cuda:1")] = "auto",
     no_report: Annotated[bool, Opt("--no-report")] = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Likely label errors, most likely first, in RUN/review/label_issues.csv (and the report)."""
     _errors_go_to(run)
+    _limit_image_pixels(given)  # the fold trainings use the run's own setting
     api.review(
         run, data, split=split, folds=folds, time=time, device=device, console=console, report=not no_report
     )
