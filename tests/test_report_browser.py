@@ -11,10 +11,16 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import report_fixtures as F
 
+from lanner.data.detections import Detections
+from lanner.data.records import Dataset, ImageRecord
+from lanner.eval.label_issues import DETECT_COLUMNS, detection_issues, sort_issues, write_issues
 from lanner.report import build_report
+from lanner.report._builder import MAX_LABEL_ISSUES
+from lanner.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -210,4 +216,38 @@ def test_run_without_eval_renders_what_exists(browser, reports):
     assert r.js("document.querySelectorAll('svg.chart polyline').length") >= 3
     assert "No eval/predictions.json yet" in r.page.inner_text("#gallery")
     r.shot("partial")
+    r.assert_clean()
+
+
+def test_likely_label_errors_section_and_gallery_filter(browser, tmp_path):
+    """review/label_issues.csv (the review rules on the fixture's boxes): its own section, with the
+    given box and the suggestion drawn, a kind filter, and the gallery's "likely label errors" filter."""
+    run = F.make_detect_run(tmp_path)
+    images = json.loads((run / "eval" / "predictions.json").read_text())["images"]
+    records = [
+        ImageRecord(
+            Path(i["path"]),
+            i["width"],
+            i["height"],
+            boxes=np.array(i["gt_boxes"], float).reshape(-1, 4),
+            labels=np.array(i["gt_labels"], int),
+        )  # fmt: skip
+        for i in images
+    ]
+    detections = [Detections(i["pred_boxes"], i["pred_scores"], i["pred_labels"]) for i in images]
+    issues = sort_issues(detection_issues(Dataset(F.DET_CLASSES, records, "detect"), detections))
+    write_issues(RunDir(run).label_issues, issues, DETECT_COLUMNS)
+    r = Opened(browser, build_report(run))
+    shown = issues[:MAX_LABEL_ISSUES]
+    tiles = "document.querySelectorAll('#issues-grid .tile:not([hidden])').length"
+    assert r.js(tiles) == len(shown) > 0 and len({i.kind for i in shown}) >= 2
+    assert r.js("document.querySelectorAll('#issues-grid rect.box.suggest').length") == sum(
+        i.suggested_box is not None for i in shown
+    )
+    kind = sorted({i.kind for i in shown})[0]
+    r.select("#issue-kind", kind)
+    assert r.js(tiles) == sum(i.kind == kind for i in shown)
+    r.shot("label-issues")
+    r.select("#filter-kind", "label_issue")
+    assert r.grid("visible") == len({i.path for i in issues})
     r.assert_clean()

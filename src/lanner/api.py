@@ -41,6 +41,7 @@ from lanner.tasks import get_task
 from lanner.tasks.classify.probe import run_probe
 from lanner.tasks.ensemble import ENSEMBLE_DIR, load_ensemble
 from lanner.tasks.loading import describe_inference, load_for_inference
+from lanner.tasks.review import ReviewSettings, review_run
 from lanner.tasks.summary import summarise_name, summarise_run
 
 RESUMABLE = resuming.RESUMABLE
@@ -268,6 +269,23 @@ def convert(
 
 def report(run: str | Path, out: str | Path | None = None) -> Path:
     return build_report(Path(run), out)
+
+
+# ------------------------------------------------------------------------------------------ review
+def review(
+    run: str | Path, data: str | None = None, *, split: str = "train", folds: int = 3,
+    time: str | None = None, device: str = "auto", console: Console | None = None, report: bool = True,
+) -> dict:  # fmt: skip
+    """Likely label errors in a split of a run's data (or of ``data``), most likely first, in
+    RUN/review/label_issues.csv (:mod:`lanner.tasks.review`). ``folds`` models, each trained with the
+    run's settings without one fold (``time``: all of them together), predict the images they never
+    saw; ``folds=0`` uses the run's own model (fast, less reliable)."""
+    console = _console(console)
+    settings = ReviewSettings(data, split, folds, time, device)
+    summary = review_run(run, settings, lambda config: train(config, console, evaluate_after=False), console)
+    if report:
+        console.print(f"report: {build_report(Path(run))}")
+    return summary
 
 
 # ------------------------------------------------------------------------- small verbs for the CLI

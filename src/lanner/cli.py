@@ -564,6 +564,32 @@ def report(
         _print_json("report", {"run": str(run), "report": str(page)})
 
 
+# ------------------------------------------------------------------------------------------- review
+@app.command()
+@config_options("review", TrainConfig)
+def review(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    data: Annotated[
+        str | None, typer.Argument(help="another dataset on the run's classes (default: the run's own data)")
+    ] = None,
+    split: Annotated[str, Opt(help="split to review")] = "train",
+    folds: Annotated[
+        int, Opt(help="models trained without each fold predict it; 0: the run's own model (less reliable)")
+    ] = 3,
+    time: Annotated[str | None, Opt(help="training time of all folds together, e.g. 10m")] = None,
+    device: Annotated[str, Opt(help="auto, cpu, cuda, cuda:1")] = "auto",
+    no_report: Annotated[bool, Opt("--no-report")] = False,
+    *,
+    given: dict[str, Any],
+) -> None:
+    """Likely label errors, most likely first, in RUN/review/label_issues.csv (and the report)."""
+    _errors_go_to(run)
+    _limit_image_pixels(given)  # the fold trainings use the run's own setting
+    api.review(
+        run, data, split=split, folds=folds, time=time, device=device, console=console, report=not no_report
+    )
+
+
 @app.command()
 def models(
     task: Annotated[str, Opt()] = "classify",

@@ -25,7 +25,7 @@ from lanner.errors import ConfigError
 
 # ------------------------------------------------------------------------------- option declarations
 TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
-IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict")
+IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict", "review")
 INFERENCE = ("eval", "predict")
 # Commands that read an annotation file naming other files (eval declares its own, in InferenceOptions).
 DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule")

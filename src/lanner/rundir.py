@@ -56,6 +56,8 @@ class RunDir:
     lr_find_csv = property(lambda self: self.path / "lr_find.csv")
     lr_find_json = property(lambda self: self.path / "lr_find.json")
     lr_find_plot = property(lambda self: self.path / "lr_find.png")
+    review = property(lambda self: self.path / "review")  # lanner review: label_issues.csv, review.json
+    label_issues = property(lambda self: self.path / "review" / "label_issues.csv")
     lock = property(lambda self: self.path / "run.lock")  # the process training this run (engine/runlock.py)
 
     def checkpoint(self, which: str) -> Path:

@@ -32,6 +32,7 @@ from lanner._io import write_text
 from lanner.data.images import open_image
 from lanner.engine.history import overfitting_start, read_history
 from lanner.errors import CheckpointError, DataError, LannerError
+from lanner.eval.label_issues import read_issues
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
 
@@ -40,6 +41,9 @@ MAX_SIDE = 512
 TOTAL_IMAGE_BUDGET = 12_000_000  # bytes of base64 image data for the whole gallery (keeps the file < 15 MB)
 PER_IMAGE_CAP = 400_000  # no single image may take more than this, however few there are
 JPEG_QUALITIES = (80, 65, 50)
+MAX_LABEL_ISSUES = 60  # likely label errors (lanner review) shown, most likely first
+ISSUE_IMAGE_BUDGET = 6_000_000  # bytes of base64 image data for them
+ISSUE_KEYS = ("kind", "given", "suggested", "score", "given_prob", "suggested_prob", "iou")
 
 
 # ----------------------------------------------------------------------------------------------- entry point
@@ -82,6 +86,7 @@ def collect(run_dir: Path, *, max_images: int = 100, max_side: int = MAX_SIDE) -
         "threshold": threshold,
         "class_thresholds": _class_thresholds(metrics, classes),
         "gallery": None,
+        "label_issues": _label_issues(run, config, max_side, problems),
         "problems": problems,
     }
     if predictions.get("images"):
@@ -282,6 +287,46 @@ def _gallery_item(r: dict, keys: tuple, bases: list[Path], max_side: int, max_by
     }
     item.update({k: r.get(k) for k in keys})
     return item
+
+
+# ------------------------------------------------------------------------------------ likely label errors
+def _label_issues(run: RunDir, config: dict, max_side: int, problems: list[str]) -> dict[str, Any] | None:
+    """RUN/review/label_issues.csv (``lanner review``), the most likely first, each image embedded once."""
+    rows = _read(run.label_issues, read_issues, problems)
+    if rows is None:
+        return None
+    shown, bases, embedded = rows[:MAX_LABEL_ISSUES], _search_bases(run.path, config), {}
+    per_image = min(PER_IMAGE_CAP, ISSUE_IMAGE_BUDGET // max(1, len({r.get("path") for r in shown})))
+    items = []
+    for r in shown:
+        path_text = str(r.get("path") or "")
+        if path_text not in embedded:
+            embedded[path_text] = _embedded(path_text, bases, max_side, per_image)
+        items.append(_issue_item(r, *embedded[path_text]))
+    review = _read(run.review / "review.json", _load_json, problems) or {}
+    paths = sorted({str(r.get("path")) for r in rows})  # the gallery's "likely label errors" filter
+    return {"total": len(rows), "shown": len(items), "review": review, "items": items, "paths": paths}
+
+
+def _embedded(path_text: str, bases: list[Path], max_side: int, max_bytes: int) -> tuple[str | None, Any]:
+    """(data URI, (width, height)) of an image, (None, None) when it cannot be read."""
+    found = _resolve(path_text, bases)
+    try:
+        return _encode(open_image(found), max_side, max_bytes) if found is not None else (None, None)
+    except DataError:
+        return None, None
+
+
+def _issue_item(r: dict, src: str | None, size) -> dict[str, Any]:
+    box = [r.get(k) for k in ("x1", "y1", "x2", "y2")]
+    sbox = [r.get(k) for k in ("sx1", "sy1", "sx2", "sy2")]
+    box, sbox = (b if all(isinstance(v, float) for v in b) else None for b in (box, sbox))
+    width, height = size or _extent({"gt_boxes": [b for b in (box, sbox) if b]})
+    path_text = str(r.get("path") or "")
+    item = {k: r.get(k) for k in ISSUE_KEYS}
+    name = Path(path_text).name or path_text
+    return {**item, "path": path_text, "name": name, "src": src, "width": width, "height": height,
+            "box": box, "sbox": sbox}  # fmt: skip
 
 
 def _extent(r: dict) -> tuple[float, float]:

@@ -394,7 +394,10 @@
     return { wrong, hasCls };
   }
 
+  // Images `lanner review` flagged (review/label_issues.csv): a filter of the gallery.
+  const issuePaths = new Set((D.label_issues || {}).paths || []);
   function visible(item) {
+    if (state.kind === "label_issue") return issuePaths.has(item.path) && (D.task !== "detect" ? classifyState(item) : analyse(item)).hasCls;
     if (D.task !== "detect") {
       const s = classifyState(item);
       return s.hasCls && (state.kind === "all" || (state.kind === "misclassified") === s.wrong);
@@ -461,6 +464,7 @@
     const classOpts = [el("option", { value: "all", text: "all classes" }), D.classes.map((c, i) => el("option", { value: i, text: c }))];
     const kinds = det ? [["all", "all images"], ["errors", "any error"], ["fp", "false positives"], ["miss", "misses"], ["wrong", "wrong class"], ["correct", "no errors"]]
       : [["all", "all images"], ["misclassified", "misclassified"], ["correct", "correct"]];
+    if (issuePaths.size) kinds.push(["label_issue", "likely label errors (review)"]);
     const thrLabel = el("span", { id: "thr-value", text: fmt(state.thr, 2) });
     const controls = el("div", { class: "controls" },
       el("label", {}, el("input", { type: "checkbox", id: "toggle-gt", checked: "" }), "ground truth"),
@@ -516,11 +520,68 @@
     redraw();
   }
 
+  // ---------------------------------------------------------------- likely label errors (lanner review)
+  // The label as given (dashed, grey) and the model's suggestion (solid, purple) on one image.
+  function drawIssue(svg, item, fontDiv) {
+    const g = svg.querySelector("g.overlay");
+    g.replaceChildren();
+    const fs = Math.max(item.width, item.height) / (fontDiv || 28);
+    const boxes = [];
+    if (item.box && item.kind !== "missing_box") boxes.push([item.box, "gt", "given: " + item.given]);
+    if (item.sbox) boxes.push([item.sbox, "suggest", "suggested: " + item.suggested]);
+    boxes.forEach(([b, cls, label]) => {
+      const [x1, y1, x2, y2] = b;
+      g.append(sv("rect", { class: "box " + cls, x: x1, y: y1, width: Math.max(0, x2 - x1), height: Math.max(0, y2 - y1),
+        "data-kind": cls }, sv("title", { text: label })));
+      g.append(sv("text", { class: "boxlabel", x: x1 + 2, y: cls === "gt" ? y2 - fs * 0.3 : y1 + fs, "font-size": fs, text: label }));
+    });
+  }
+
+  function issueCaption(item) {
+    const probs = typeof item.given_prob === "number" ? [" (" + pct(item.given_prob) + ")", " (" + pct(item.suggested_prob) + ")"] : ["", ""];
+    const suggestion = item.kind === "spurious_box" ? "remove the box? (no model predicts it)" : item.suggested + probs[1];
+    return el("div", { class: "cap" }, el("div", { class: "name", title: item.path, text: item.name }),
+      el("div", {}, el("span", { class: "tag wrong", text: item.kind }), " score " + fmt(item.score, 3) + (typeof item.iou === "number" ? " · IoU " + fmt(item.iou, 2) : "")),
+      el("div", { class: "gt-line" }, el("span", { class: "tag gt", text: "given" }), " " + (item.given ? item.given + probs[0] : "(no box)")),
+      el("div", { class: "pred-line" }, el("span", { class: "tag suggest", text: "suggested" }), " " + suggestion));
+  }
+
+  function labelIssues() {
+    const L = D.label_issues;
+    if (!L) return;
+    const R = L.review || {};
+    const how = R.folds ? `${R.folds}-fold out-of-sample predictions (models that never saw the image)`
+      : "the run's own model (--folds 0: less reliable, it may have trained on these images)";
+    const from = R.split ? `lanner review of split ${R.split} (${fmt(R.images)} images) with ${how}: ` : "";
+    const note = el("p", { class: "muted", text: from +
+      `${L.total} likely label errors in review/label_issues.csv, most likely first; ${L.shown} shown. The label as given is dashed, the suggestion solid.` });
+    const kinds = ["all", ...new Set(L.items.map((x) => x.kind))];
+    const select = el("select", { id: "issue-kind" }, kinds.map((k) => el("option", { value: k, text: k === "all" ? "all kinds" : k })));
+    const grid = el("div", { class: "gallery", id: "issues-grid" });
+    const tiles = L.items.map((item) => {
+      const svg = imageSvg(item, "thumb");
+      drawIssue(svg, item);
+      const tile = el("div", { class: "tile error", "data-kind": item.kind }, svg, issueCaption(item));
+      svg.addEventListener("click", () => openModal(item, drawIssue));
+      grid.append(tile);
+      return { tile, item };
+    });
+    const count = el("span", { id: "issues-count" });
+    const redraw = () => {
+      let shown = 0;
+      tiles.forEach(({ tile, item }) => { tile.hidden = select.value !== "all" && item.kind !== select.value; shown += !tile.hidden; });
+      count.textContent = `showing ${shown} of ${tiles.length}`;
+    };
+    select.addEventListener("change", redraw);
+    section("label-issues", "Likely label errors", note, el("div", { class: "controls" }, el("label", {}, "show", select), count), grid);
+    redraw();
+  }
+
   // ---------------------------------------------------------------- zoomable modal
   const modal = document.getElementById("modal");
-  function openModal(item) {
+  function openModal(item, draw) {
     const svg = imageSvg(item, "zoom");
-    drawBoxes(svg, item, 90);
+    (draw || drawBoxes)(svg, item, 90);
     document.getElementById("modal-title").textContent = item.path + " (" + item.width + "×" + item.height + ")";
     document.getElementById("modal-body").replaceChildren(svg);
     modal.hidden = false;
@@ -566,5 +627,6 @@
   curves();
   metricsSection();
   gallery();
+  labelIssues();
   document.body.dataset.ready = "1";
 })();

@@ -124,6 +124,12 @@ class Task(ABC):
         """The combined runs' predictions, written under ``out`` (default RUN1/ensemble/predictions)."""
         raise ConfigError(f"{self.name} runs cannot be combined into an ensemble")
 
+    # `lanner review` (tasks/review.py): what a task's out-of-sample predictions and label rules are.
+    def reviewer(self):
+        """The task's reviewer: ``format``/``columns``, ``training_data(config)``,
+        ``predict(loaded, dataset, classes, console)`` and ``issues(dataset, predictions)``."""
+        raise ConfigError(f"`lanner review` cannot review {self.name} runs")
+
     # `lanner models NAME` / `lanner models RUN`: an untrained model of a name, one input of a model.
     def summary_model(self, name: str, image_size: int | None) -> tuple[nn.Module, Any]:
         """A freshly initialised model called ``name`` and one input for it at ``image_size``."""

@@ -14,6 +14,7 @@ from lanner.tasks.classify.predict import (
     predict_classification_ensemble,
 )
 from lanner.tasks.classify.report import GALLERY_KEYS, classify_badness
+from lanner.tasks.classify.review import ClassifyReviewer
 from lanner.tasks.classify.setup import prepare_classification
 
 
@@ -54,6 +55,9 @@ class Classify(Task):
     def summary_input(self, meta, image_size):
         size = image_size or int(meta.get("preprocessing")["image_size"])
         return torch.zeros(1, 3, size, size)
+
+    def reviewer(self):
+        return ClassifyReviewer()
 
     def gallery_prepare(self, item, threshold):
         item["badness"] = classify_badness(item)

@@ -21,7 +21,7 @@ from lanner.tasks.run_thresholds import class_thresholds
 
 
 @torch.no_grad()
-def _classify_cached(loaded: LoadedRun, dataset: Dataset, console: Console):
+def classify_cached(loaded: LoadedRun, dataset: Dataset, console: Console):
     prep = Preprocessing.from_dict(loaded.meta.get("preprocessing"))
     cache_dir = Path(loaded.config.cache_dir) if loaded.config.cache_dir else default_cache_dir()
     images, ok, issues = build_cache([Path(r.path) for r in dataset.records], prep.cache_size, cache_dir)
@@ -54,7 +54,7 @@ def _prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[di
 
 def _combined_probs(members: list[LoadedRun], weights: list[float], dataset: Dataset, console: Console):
     """(indices of the images every member read, weighted mean probabilities [N, C], each member's)."""
-    results = [_classify_cached(m, dataset, console) for m in members]
+    results = [classify_cached(m, dataset, console) for m in members]
     idx = results[0][0]
     for other, _ in results[1:]:
         idx = np.intersect1d(idx, other)
@@ -72,7 +72,7 @@ def _val_chooser(loaded: LoadedRun, data, evaluated, console: Console):
 
     def choose():
         val, _ = load_eval_data(loaded, None, "val", load_classification_data, console)
-        idx, probs = _classify_cached(loaded, val, console)
+        idx, probs = classify_cached(loaded, val, console)
         targets = np.array([val.records[i].label for i in idx])
         return classification_thresholds(probs.numpy(), targets, loaded.classes)
 

@@ -14,6 +14,7 @@ from lanner.tasks.detect.predict import (
     predict_detection_files,
 )
 from lanner.tasks.detect.report import GALLERY_KEYS, detect_badness, match_detections
+from lanner.tasks.detect.review import DetectReviewer
 from lanner.tasks.detect.setup import (
     DEFAULT_MODELS,
     build_detector,
@@ -60,6 +61,9 @@ class Detect(Task):
     def summary_input(self, meta, image_size):
         size = image_size or int(meta.get("image_size"))
         return [torch.zeros(3, size, size)]
+
+    def reviewer(self):
+        return DetectReviewer()
 
     def gallery_prepare(self, item, threshold):
         item.update(match_detections(item))
