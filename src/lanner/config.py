@@ -25,10 +25,10 @@ from lanner.errors import ConfigError
 
 # ------------------------------------------------------------------------------- option declarations
 TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
-IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict")
+IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict", "crops")
 INFERENCE = ("eval", "predict")
 # Commands that read an annotation file naming other files (eval declares its own, in InferenceOptions).
-DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule")
+DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule", "crops")
 
 
 def option(
@@ -372,6 +372,10 @@ class InferenceOptions(BaseModel):
     )
     weights: list[float] | None = option(
         help="several RUNs (an ensemble): each run's weight, comma-separated in the runs' order, e.g. 2,1,1",
+        commands=INFERENCE,
+    )
+    classify: Path | None = option(
+        help="detection: re-label every detected box with this classifier run (detect, then classify)",
         commands=INFERENCE,
     )
     score_threshold: float | None = option(

@@ -33,6 +33,13 @@ def preprocess_with_size(path: str | Path, size: int) -> tuple[np.ndarray, tuple
     """Decode one image to a [size, size, 3] uint8 array (shorter side to ``size``, centre crop),
     and return its original upright (width, height) too."""
     img = open_image(path)
+    original = img.size  # before square_pixels: a JPEG's draft decode shrinks it in place
+    return square_pixels(img, size), original
+
+
+def square_pixels(img: Image.Image, size: int) -> np.ndarray:
+    """An RGB image as a classifier sees it: [size, size, 3] uint8, shorter side to ``size``, centre crop
+    (files through :func:`preprocess`, in-memory crops of a detector's boxes directly)."""
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -40,7 +47,7 @@ def preprocess_with_size(path: str | Path, size: int) -> tuple[np.ndarray, tuple
         img.draft("RGB", (new_w, new_h))  # JPEG: decode at reduced size first, much faster for huge photos
     img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8), (w, h)
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def preprocess(path: str | Path, size: int) -> np.ndarray:

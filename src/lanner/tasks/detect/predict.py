@@ -182,8 +182,11 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def render_image(path: Path, det: Detections, classes: list[str], out_dir: Path) -> Path:
-    """Draw boxes with class and score on a copy scaled to RENDER_MAX_SIDE (never upscaled); JPEG."""
+def render_image(
+    path: Path, det: Detections, classes: list[str], out_dir: Path, captions: list[str] | None = None
+) -> Path:
+    """Draw boxes with class and score (or ``captions``, one per box) on a copy scaled to RENDER_MAX_SIDE
+    (never upscaled); JPEG."""
     img = open_image(path)
     scale = min(1.0, RENDER_MAX_SIDE / max(img.size))
     if scale < 1.0:
@@ -191,11 +194,11 @@ def render_image(path: Path, det: Detections, classes: list[str], out_dir: Path)
     draw = ImageDraw.Draw(img)
     font = _font(max(10, round(max(img.size) / 60)))
     line = max(1, round(max(img.size) / 400))
-    for box, score, label in zip(det.boxes * scale, det.scores, det.labels, strict=True):
+    texts = captions or [f"{classes[int(c)]} {s:.2f}" for s, c in zip(det.scores, det.labels, strict=True)]
+    for box, text, label in zip(det.boxes * scale, texts, det.labels, strict=True):
         colour = PALETTE[int(label) % len(PALETTE)]
         x0, y0, x1, y1 = box.tolist()
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
-        text = f"{classes[int(label)]} {score:.2f}"
         tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
         top = max(0, y0 - (ty1 - ty0) - 2)
         draw.rectangle((x0, top, x0 + tx1 - tx0 + 4, top + ty1 - ty0 + 2), fill=colour)
