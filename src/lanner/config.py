@@ -374,6 +374,12 @@ class InferenceOptions(BaseModel):
         help="several RUNs (an ensemble): each run's weight, comma-separated in the runs' order, e.g. 2,1,1",
         commands=INFERENCE,
     )
+    tta: bool = option(
+        False,
+        help="test-time augmentation: classification averages a mirror image and corner crops, detection "
+        "fuses a mirror image and a smaller scale by WBF (whole images only, not tiles)",
+        commands=INFERENCE,
+    )
     classify: Path | None = option(
         help="detection: re-label every detected box with this classifier run (detect, then classify)",
         commands=INFERENCE,

@@ -28,7 +28,7 @@ from lanner.predict.inputs import expand_inputs
 from lanner.predict.merge import fuse_models
 from lanner.predict.tiled import score_floor
 from lanner.tasks.detect.tiled import detect_stream, resolve_tiling
-from lanner.tasks.detect.training import detect_canvases
+from lanner.tasks.detect.training import detect_canvases_tta
 from lanner.tasks.loading import LoadedRun
 from lanner.tasks.run_thresholds import class_thresholds
 
@@ -70,20 +70,28 @@ def _letterboxed_batches(paths: list[Path], size: int, batch_size: int) -> Itera
 
 
 def detect_files(
-    loaded: LoadedRun, paths: list[Path], batch_size: int = 8, tiling=None, score_threshold: float = 0.001
-) -> Iterator[tuple[Path, tuple, object]]:
+    loaded: LoadedRun, paths: list[Path], batch_size: int = 8, tiling=None, score_threshold: float = 0.001,
+    tta: bool = False,
+) -> Iterator[tuple[Path, tuple, object]]:  # fmt: skip
     """Yield (path, (width, height), Detections in full-image pixels) or (path, None, error message).
 
     Only boxes scoring ``score_threshold`` or more are wanted: the model drops the rest itself.
+    ``tta``: whole images only (see :mod:`lanner.predict.tta`).
     """
+    check_tta(tta, tiling)
     with score_floor(loaded.model, score_threshold):
         if tiling is not None:
             yield from _detect_files_tiled(loaded, paths, tiling, score_threshold)
         else:
-            yield from _detect_files_whole(loaded, paths, batch_size)
+            yield from _detect_files_whole(loaded, paths, batch_size, tta)
 
 
-def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int) -> Iterator[tuple]:
+def check_tta(tta: bool, tiling) -> None:
+    if tta and tiling is not None:
+        raise ConfigError("--tta works on whole images; this run predicts tile by tile: add --no-tile")
+
+
+def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int, tta: bool) -> Iterator[tuple]:
     size = int(loaded.meta.get("image_size"))
     for good, items, errors in _letterboxed_batches(paths, size, batch_size):
         for p, message in errors.items():
@@ -93,7 +101,7 @@ def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int) -
         canvases = np.stack([c for c, _ in items])  # [B, S, S, 3] uint8
         sizes = np.array([wh for _, wh in items])  # [B, 2] original (width, height)
         for p, wh, det in zip(
-            good, sizes, detect_canvases(loaded.model, canvases, sizes, loaded.device), strict=True
+            good, sizes, detect_canvases_tta(loaded.model, canvases, sizes, loaded.device, tta), strict=True
         ):
             yield p, (int(wh[0]), int(wh[1])), det
 
@@ -226,7 +234,7 @@ def _row(path: Path, shown: Detections, classes: list[str]) -> dict:
 
 def _member_detections(loaded: LoadedRun, paths: list[Path], options: InferenceOptions, threshold: float):
     tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
-    return detect_files(loaded, paths, 8, tiling, threshold)
+    return detect_files(loaded, paths, 8, tiling, threshold, options.tta)
 
 
 def _combined(members: list[LoadedRun], weights: list[float], paths, options, threshold: float):

@@ -26,6 +26,7 @@ from lanner.data.pixels import batch_generator, to_float
 from lanner.data.records import Dataset
 from lanner.engine.distributed import shard_batches
 from lanner.eval.detection import evaluate_detections
+from lanner.predict.tta import detect_views, fuse_views
 from lanner.tasks.base import TrainRecipe
 
 EVAL_BATCH = 16
@@ -71,6 +72,15 @@ def detect_canvases(
         for output, (w, h) in zip(model(list(x)), sizes[start : start + batch_size], strict=True):
             out.append(to_detections(output, side / max(w, h), int(w), int(h), offset))
     return out
+
+
+def detect_canvases_tta(model: nn.Module, canvases: np.ndarray, sizes: np.ndarray, device: torch.device,
+                        tta: bool = False) -> list[Detections]:  # fmt: skip
+    """:func:`detect_canvases`, or with ``tta`` its views (mirror, smaller scale) fused by WBF
+    (:mod:`lanner.predict.tta`)."""
+    if not tta:
+        return detect_canvases(model, canvases, sizes, device)
+    return fuse_views(detect_views(lambda c, s: detect_canvases(model, c, s, device), canvases, sizes))
 
 
 def _freeze_batchnorm(model: nn.Module) -> None:

@@ -108,7 +108,7 @@ def evaluate_two_stage(
     dataset, split = eval_data(pipeline, data, split, options, console)
     det = pipeline.detector
     tiling = resolve_tiling(det.meta.get("tiling"), **options.tiling_overrides())
-    dataset, detections = predict_dataset(det, dataset, console, tiling)
+    dataset, detections = predict_dataset(det, dataset, console, tiling, options.tta)
     relabelled = _relabel_all(pipeline, dataset, detections)
     threshold = det.config.score_threshold if options.score_threshold is None else options.score_threshold
     metrics = evaluate_detections(dataset, [r.det for r in relabelled], score_threshold=threshold)

@@ -41,7 +41,8 @@ def _relabelled_files(pipeline: TwoStage, paths: list[Path], options: InferenceO
     det = pipeline.detector
     threshold = detector_thresholds(pipeline, options)
     tiling = resolve_tiling(det.meta.get("tiling"), **options.tiling_overrides())
-    for path, size, found in detect_files(det, paths, 8, tiling, float(threshold.min(initial=1.0))):
+    floor = float(threshold.min(initial=1.0))
+    for path, size, found in detect_files(det, paths, 8, tiling, floor, options.tta):
         try:
             if size is None:
                 raise DataError(found)
