@@ -151,6 +151,37 @@ def _strip_annotated(kind: Any) -> Any:
     return get_args(kind)[0] if get_origin(kind) is Annotated else kind
 
 
+# ---------------------------------------------------------------------------------- augmentation
+# The geometric part of each preset: max rotation and shear (degrees), translation and scale (fraction).
+GEOMETRY_PRESETS = {
+    "none": (0.0, 0.0, 0.0, 0.0),
+    "light": (0.0, 0.0, 0.0, 0.0),
+    "default": (0.0, 0.0, 0.0, 0.0),
+    "strong": (10.0, 5.0, 0.1, 0.1),
+}
+
+
+@pydantic_dataclass
+class AugmentSpec:
+    """Training augmentation: a preset (crop/zoom range, colour jitter; see the tasks' training modules)
+    plus random rotation, shear, translation and scale, each drawn uniformly in +-the value per image
+    (None: the preset's own, :data:`GEOMETRY_PRESETS`); box-aware for detection."""
+
+    name: Literal["none", "light", "default", "strong"] = option(
+        "default", help="augmentation", flag="--augment"
+    )
+    rotate: float | None = option(help="max rotation in degrees (augment.rotate)", commands=(), ge=0, le=180)
+    shear: float | None = option(help="max shear in degrees (augment.shear)", commands=(), ge=0, le=45)
+    translate: float | None = option(help="max shift, fraction of the side", commands=(), ge=0, le=0.5)
+    scale: float | None = option(help="max scale change, fraction (0.1: 0.9x..1.1x)", commands=(), ge=0, lt=1)
+
+    def geometry(self) -> tuple[float, float, float, float]:
+        """(rotate, shear, translate, scale): the values set here, the preset's for the others."""
+        preset = GEOMETRY_PRESETS[self.name]
+        given = (self.rotate, self.shear, self.translate, self.scale)
+        return tuple(p if g is None else float(g) for g, p in zip(given, preset, strict=True))
+
+
 # ------------------------------------------------------------------------------------- schedules
 SCHEDULES = (
     "constant",
@@ -252,7 +283,7 @@ class TrainConfig(BaseModel):
     cutmix: float = option(0.0, help="classification: cutmix alpha (e.g. 1.0; 0 = off)", ge=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)  # its fields declare their own options
 
-    augment: Literal["none", "light", "default", "strong"] = option("default", help="augmentation")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)  # --augment NAME; --set augment.rotate=15
     hflip: bool = option(
         True, help="random horizontal flips (off for data where left and right differ: digits, text)"
     )
@@ -329,6 +360,11 @@ class TrainConfig(BaseModel):
         if v is not None and parse_duration(v) <= 0:
             raise ValueError(f"{v!r} is no time at all; give a positive duration, e.g. 90s, 15m, 1h30m")
         return v
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v  # `augment: light` (runs before 0.2: the preset)
 
     @field_validator("schedule", mode="before")
     @classmethod

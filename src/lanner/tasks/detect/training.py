@@ -116,6 +116,7 @@ class DetectionTask:
         self.train_eval_idx = recipe.train_eval_sample(self.train_idx, len(self.val_idx))
         self.batch_size, self.augment, self.hflip = recipe.batch_size, recipe.augment, recipe.hflip
         self.min_visibility, self.score_threshold = recipe.min_visibility, score_threshold
+        self.geometry = recipe.geometry
         self.label_offset, self.seed = label_offset, recipe.seed
         self.device = device or torch.device("cpu")
         scales = cache.scales
@@ -160,6 +161,7 @@ class DetectionTask:
                 min_visibility=self.min_visibility,
                 g=batch_generator(self.seed, epoch, b),
                 device=self.device,
+                geometry=self.geometry,
             )
             yield list(x), to_model_targets(targets, self.label_offset, self.device)
 
