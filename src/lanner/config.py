@@ -439,11 +439,11 @@ class InferenceOptions(BaseModel):
         """The keyword arguments ``api.evaluate`` / ``api.predict`` take: device and precision, then only
         the detection settings given (the rest stay the run's own). ``topk`` is predict's own argument."""
         given = self.model_dump(
-            exclude={"device", "precision", "topk", "allow_outside_root", "weights"}, exclude_none=True
+            exclude={"device", "precision", "topk", "allow_outside_root", "weights", "tta"}, exclude_none=True
         )
-        trust = {"allow_outside_root": True} if self.allow_outside_root else {}
+        switches = {k: True for k in ("allow_outside_root", "tta") if getattr(self, k)}  # only when on
         weights = {"weights": self.weights} if self.weights is not None else {}
-        return {"device": self.device, "precision": self.precision, **trust, **weights, **given}
+        return {"device": self.device, "precision": self.precision, **switches, **weights, **given}
 
     def tiling_overrides(self) -> dict[str, Any]:
         """The tiling settings given here, to override a detection run's own tiling."""
