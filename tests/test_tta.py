@@ -15,7 +15,9 @@ from PIL import Image, ImageOps
 from lanner import api, cli
 from lanner.data.box_transforms import load_letterboxed
 from lanner.data.cache import preprocess
+from lanner.data.detections import Detections
 from lanner.data.pixels import Preprocessing, eval_batch
+from lanner.predict.merge import fuse_models
 from lanner.predict.tta import detect_views, mirror_canvases
 from lanner.tasks.detect.training import detect_canvases
 from lanner.tasks.loading import load_run
@@ -91,4 +93,22 @@ def test_detection_tta_maps_the_mirrored_view_back_onto_the_image(cells, tmp_pat
     (entry,) = json.loads((tmp_path / "p" / "detections.json").read_text())["images"]
     boxes = np.array(entry["boxes"]).reshape(-1, 4)
     assert len(boxes) > 0 and boxes.min() >= 0 and boxes[:, [0, 2]].max() <= width
-    assert cli.run_cli(["predict", str(run), str(image), "--tta", "--tile", "32"]) == 2
+
+
+def test_tiled_tta_fuses_the_tiles_of_the_image_and_of_its_mirror_image(cells, tmp_path):
+    image, mirrored = cells
+    run = save_untrained_detector(tmp_path / "det", {"task": "detect", "classes": ["rbc", "wbc"],
+                                                     "image_size": 64, "score_threshold": 0.0})  # fmt: skip
+    tiled = {"device": "cpu", "tile": 160}  # 416 px: 3 x 3 tiles
+    (plain,) = api.predict(run, [str(image)], tmp_path / "plain", **tiled)
+    (flipped,) = api.predict(run, [str(mirrored)], tmp_path / "flipped", **tiled)
+    (both,) = api.predict(run, [str(image)], tmp_path / "tta", tta=True, **tiled)
+    width = Image.open(image).width
+    back = np.array(flipped["boxes"]).reshape(-1, 4)[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [width, 0, width, 0]
+    labels = lambda row: np.array([["rbc", "wbc"].index(c) for c in row["labels"]])  # noqa: E731
+    want = fuse_models([Detections(np.array(plain["boxes"]).reshape(-1, 4), plain["scores"], labels(plain)),
+                        Detections(back, flipped["scores"], labels(flipped))], [1.0, 1.0])  # fmt: skip
+    assert len(both["boxes"]) == len(want) > 0 and len(want) < len(plain["boxes"]) + len(flipped["boxes"])
+    assert np.allclose(both["boxes"], want.boxes, atol=0.02) and np.allclose(
+        both["scores"], want.scores, atol=1e-4
+    )

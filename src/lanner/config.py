@@ -413,7 +413,7 @@ class InferenceOptions(BaseModel):
     tta: bool = option(
         False,
         help="test-time augmentation: classification averages a mirror image and corner crops, detection "
-        "fuses a mirror image and a smaller scale by WBF (whole images only, not tiles)",
+        "fuses a mirror image and a smaller scale by WBF (tiled: the mirror image)",
         commands=INFERENCE,
     )
     classify: Path | None = option(

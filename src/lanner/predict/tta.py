@@ -6,7 +6,8 @@ bottom-right crops of the same cached square (the ``crop_pct`` margin, ~7% of a 
 probabilities of the views are averaged. Detection: the letterboxed image, its mirror image and the
 image at :data:`DETECT_SCALES` of its size; each view's boxes are mapped back to the original image's
 pixels, then all views are fused by weighted box fusion, as an ensemble's models are
-(:func:`lanner.predict.merge.fuse_models`).
+(:func:`lanner.predict.merge.fuse_models`). Tiled detection tiles the image and its mirror image
+(``predict_tiled(mirror=True)``) and fuses the two the same way.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from lanner.engine.setup import default_workers
 from lanner.eval.detection import detection_thresholds, evaluate_detections, write_detection_outputs
 from lanner.eval.error_breakdown import KINDS, error_breakdown
 from lanner.predict.merge import fuse_models
-from lanner.tasks.detect.predict import check_tta
 from lanner.tasks.detect.setup import cache_dataset, load_detection_data
 from lanner.tasks.detect.tiled import detect_tiled, resolve_tiling
 from lanner.tasks.detect.training import detect_canvases_tta
@@ -29,14 +28,13 @@ def predict_dataset(
     With ``tiling`` the full images go through tiled inference; without, each image is letterboxed
     (downscaled) to the model's input size; ``tta``: see :mod:`lanner.predict.tta`.
     """
-    check_tta(tta, tiling)
     if tiling is not None:
         tiling = tiling.for_device(loaded.model, loaded.device)
         console.print(
             f"tiled inference: {tiling.tile} px tiles, overlap {tiling.overlap:g}, merge {tiling.merge}, "
             f"{tiling.batch_size} tiles per batch"
         )
-        return dataset, detect_tiled(loaded.model, dataset.records, tiling, loaded.device)
+        return dataset, detect_tiled(loaded.model, dataset.records, tiling, loaded.device, tta=tta)
     config = loaded.config
     cache = cache_dataset(
         dataset,

@@ -76,19 +76,13 @@ def detect_files(
     """Yield (path, (width, height), Detections in full-image pixels) or (path, None, error message).
 
     Only boxes scoring ``score_threshold`` or more are wanted: the model drops the rest itself.
-    ``tta``: whole images only (see :mod:`lanner.predict.tta`).
+    ``tta``: see :mod:`lanner.predict.tta` (tiled: the mirror image only).
     """
-    check_tta(tta, tiling)
     with score_floor(loaded.model, score_threshold):
         if tiling is not None:
-            yield from _detect_files_tiled(loaded, paths, tiling, score_threshold)
+            yield from _detect_files_tiled(loaded, paths, tiling, score_threshold, tta)
         else:
             yield from _detect_files_whole(loaded, paths, batch_size, tta)
-
-
-def check_tta(tta: bool, tiling) -> None:
-    if tta and tiling is not None:
-        raise ConfigError("--tta works on whole images; this run predicts tile by tile: add --no-tile")
 
 
 def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int, tta: bool) -> Iterator[tuple]:
@@ -107,7 +101,7 @@ def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int, t
 
 
 def _detect_files_tiled(
-    loaded: LoadedRun, paths: list[Path], tiling, score_threshold: float
+    loaded: LoadedRun, paths: list[Path], tiling, score_threshold: float, tta: bool
 ) -> Iterator[tuple[Path, tuple, object]]:
     """Tiled inference over all files in one stream (tiles of consecutive files share batches);
     a file that cannot be read is reported in its place and the others still run."""
@@ -125,7 +119,7 @@ def _detect_files_tiled(
         failed[path] = str(error)
 
     tiling = tiling.for_device(loaded.model, loaded.device)
-    for path, det in detect_stream(loaded.model, paths, tiling, loaded.device, score_threshold, note):
+    for path, det in detect_stream(loaded.model, paths, tiling, loaded.device, score_threshold, note, tta):
         yield from report_until(path)
         yield path, image_size(path), det
     yield from report_until(None)
