@@ -41,7 +41,8 @@ def runs(crops, tmp_path_factory) -> tuple[Path, Path]:
     meta = {"task": "detect", "classes": ["cell"], "image_size": 64, "score_threshold": 0.0}
     detector = save_untrained_detector(root / "det", meta)
     values = {"data": str(crops), "run": str(root / "cls"), "model": "test_resnet", "image_size": 16,
-              "epochs": 1, "batch_size": 32, "cache_dir": str(root / "cache"), "workers": 1}  # fmt: skip
+              "epochs": 1, "batch_size": 32, "cache_dir": str(root / "cache"), "workers": 1,
+              "eval_train": 0}  # fmt: skip
     return detector, api.train(make_config(values), evaluate_after=False)
 
 
