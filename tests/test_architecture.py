@@ -166,7 +166,7 @@ def test_functions_take_few_parameters():
     assert many == set()
 
 
-@pytest.mark.parametrize("name", ["classify", "detect"])
+@pytest.mark.parametrize("name", ["classify", "detect", "two_stage"])
 def test_each_task_is_a_registered_plug_in_folder(name):
     from lanner.tasks import Task, get_task
 

@@ -43,6 +43,8 @@ from lanner.tasks.ensemble import ENSEMBLE_DIR, load_ensemble
 from lanner.tasks.loading import describe_inference, load_for_inference
 from lanner.tasks.review import ReviewSettings, review_run
 from lanner.tasks.summary import summarise_name, summarise_run
+from lanner.tasks.two_stage.crops import CropSummary, write_crops
+from lanner.tasks.two_stage.pipeline import load_two_stage
 
 RESUMABLE = resuming.RESUMABLE
 
@@ -219,6 +221,8 @@ def evaluate(
     one ensemble (``options.weights``), written to RUN1/ensemble (:mod:`lanner.tasks.ensemble`)."""
     console = _console(console)
     options = options or InferenceOptions(**option_values)
+    if options.classify is not None:
+        return _evaluate_two_stage(run, data, split, console, report, options)
     if len(_runs(run)) > 1:
         ensemble = load_ensemble(_runs(run), options.weights, options.device, options.precision)
         console.print(describe_inference(ensemble.members[0]))
@@ -243,6 +247,10 @@ def predict(
     format, render); several runs predict as one ensemble (``options.weights``)."""
     console = _console(console)
     options = options or InferenceOptions(**option_values)
+    if options.classify is not None:
+        pipeline = load_two_stage(_one_detector(run), options.classify, options.device, options.precision)
+        console.print(describe_inference(pipeline.detector))
+        return pipeline.task.predict(pipeline, inputs, Path(out) if out else None, options, console)
     if len(_runs(run)) > 1:
         ensemble = load_ensemble(_runs(run), options.weights, options.device, options.precision)
         console.print(describe_inference(ensemble.members[0]))
@@ -250,6 +258,34 @@ def predict(
     loaded = load_for_inference(run, options.device, options.precision)
     console.print(describe_inference(loaded))
     return loaded.task.predict(loaded, inputs, Path(out) if out else None, options, console)
+
+
+# ------------------------------------------------------------------------- detect, then classify
+def _one_detector(run: str | Path | Sequence[str | Path]) -> str | Path:
+    runs = _runs(run)
+    if len(runs) > 1:
+        given = ", ".join(map(str, runs))
+        raise ConfigError(f"--classify takes one detector run; got {len(runs)} runs ({given})")
+    return runs[0]
+
+
+def _evaluate_two_stage(run, data, split, console: Console, report: bool, options: InferenceOptions) -> dict:
+    """Detector + crop classifier scored as one (DET_RUN/two_stage), beside the detector alone."""
+    pipeline = load_two_stage(_one_detector(run), options.classify, options.device, options.precision)
+    console.print(describe_inference(pipeline.detector))
+    metrics = pipeline.task.evaluate(pipeline, data, split, options, console)
+    if report:
+        console.print(f"report: {build_report(pipeline.run.path)}")
+    return metrics
+
+
+def crops(
+    data: str, out: str | Path, *, pad: float = 0.1, min_size: float = 16, format: str | None = None,
+    allow_outside_root: bool = False,
+) -> CropSummary:  # fmt: skip
+    """Every ground-truth box of a detection dataset as a PNG crop in class folders (a classification
+    dataset) plus OUT/crops.csv back to the source image and box; see :mod:`lanner.tasks.two_stage.crops`."""
+    return write_crops(data, out, pad, min_size, format, allow_outside_root)
 
 
 def check(

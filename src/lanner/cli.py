@@ -508,6 +508,33 @@ def predict(
         _print_json("predict", {"run": str(run), **written, "images": len(rows) - failed, "failed": failed})
 
 
+# ------------------------------------------------------------------------- detect, then classify
+@app.command()
+@config_options("crops", TrainConfig)
+def crops(
+    data: Annotated[str, typer.Argument(help="detection dataset in any supported format")],
+    out: Annotated[Path, typer.Argument(help="new folder for the crops (a classification dataset)")],
+    pad: Annotated[float, Opt(help="padding around each box, a fraction of its width/height per side")] = 0.1,
+    min_size: Annotated[float, Opt(help="leave out boxes whose shorter side is below this (pixels)")] = 16,
+    format: Annotated[str | None, Opt(help="source format (auto-detected)")] = None,
+    *,
+    given: dict[str, Any],
+) -> None:
+    """Cut every ground-truth box into class folders (train a crop classifier on them; OUT/crops.csv maps
+    each crop back to its image and box), for `predict/eval DET_RUN ... --classify CLS_RUN`."""
+    _limit_image_pixels(given)
+    trust = given.get("allow_outside_root", False)
+    s = api.crops(data, out, pad=pad, min_size=min_size, format=format, allow_outside_root=trust)
+    counts = ", ".join(f"{name} {n}" for name, n in s.per_class.items())
+    console.print(f"{s.count} crops ({counts}) -> {s.out} (index: {s.out / 'crops.csv'})", highlight=False)
+    left_out = [f"{s.too_small} smaller than --min-size {min_size:g} px" if s.too_small else "",
+                f"{s.crowd} crowd boxes" if s.crowd else ""]  # fmt: skip
+    if any(left_out):
+        console.print("left out: " + ", ".join(x for x in left_out if x), highlight=False)
+    for problem in s.unreadable:
+        console.print(f"  skipped {problem}", markup=False)
+
+
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="run directory")],

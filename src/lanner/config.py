@@ -25,10 +25,10 @@ from lanner.errors import ConfigError
 
 # ------------------------------------------------------------------------------- option declarations
 TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
-IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict", "review")
+IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict", "review", "crops")
 INFERENCE = ("eval", "predict")
 # Commands that read an annotation file naming other files (eval declares its own, in InferenceOptions).
-DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule")
+DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule", "crops")
 
 
 def option(
@@ -151,6 +151,37 @@ def _strip_annotated(kind: Any) -> Any:
     return get_args(kind)[0] if get_origin(kind) is Annotated else kind
 
 
+# ---------------------------------------------------------------------------------- augmentation
+# The geometric part of each preset: max rotation and shear (degrees), translation and scale (fraction).
+GEOMETRY_PRESETS = {
+    "none": (0.0, 0.0, 0.0, 0.0),
+    "light": (0.0, 0.0, 0.0, 0.0),
+    "default": (0.0, 0.0, 0.0, 0.0),
+    "strong": (10.0, 5.0, 0.1, 0.1),
+}
+
+
+@pydantic_dataclass
+class AugmentSpec:
+    """Training augmentation: a preset (crop/zoom range, colour jitter; see the tasks' training modules)
+    plus random rotation, shear, translation and scale, each drawn uniformly in +-the value per image
+    (None: the preset's own, :data:`GEOMETRY_PRESETS`); box-aware for detection."""
+
+    name: Literal["none", "light", "default", "strong"] = option(
+        "default", help="augmentation", flag="--augment"
+    )
+    rotate: float | None = option(help="max rotation in degrees (augment.rotate)", commands=(), ge=0, le=180)
+    shear: float | None = option(help="max shear in degrees (augment.shear)", commands=(), ge=0, le=45)
+    translate: float | None = option(help="max shift, fraction of the side", commands=(), ge=0, le=0.5)
+    scale: float | None = option(help="max scale change, fraction (0.1: 0.9x..1.1x)", commands=(), ge=0, lt=1)
+
+    def geometry(self) -> tuple[float, float, float, float]:
+        """(rotate, shear, translate, scale): the values set here, the preset's for the others."""
+        preset = GEOMETRY_PRESETS[self.name]
+        given = (self.rotate, self.shear, self.translate, self.scale)
+        return tuple(p if g is None else float(g) for g, p in zip(given, preset, strict=True))
+
+
 # ------------------------------------------------------------------------------------- schedules
 SCHEDULES = (
     "constant",
@@ -260,7 +291,7 @@ class TrainConfig(BaseModel):
     clip_grad: float | None = option(help="clip the gradients' total norm to this value", gt=0)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)  # its fields declare their own options
 
-    augment: Literal["none", "light", "default", "strong"] = option("default", help="augmentation")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)  # --augment NAME; --set augment.rotate=15
     hflip: bool = option(
         True, help="random horizontal flips (off for data where left and right differ: digits, text)"
     )
@@ -349,6 +380,11 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{v!r} is no time at all; give a positive duration, e.g. 90s, 15m, 1h30m")
         return v
 
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v  # `augment: light` (runs before 0.2: the preset)
+
     @field_validator("schedule", mode="before")
     @classmethod
     def _schedule_name(cls, v: Any) -> Any:
@@ -393,6 +429,16 @@ class InferenceOptions(BaseModel):
         help="several RUNs (an ensemble): each run's weight, comma-separated in the runs' order, e.g. 2,1,1",
         commands=INFERENCE,
     )
+    tta: bool = option(
+        False,
+        help="test-time augmentation: classification averages a mirror image and corner crops, detection "
+        "fuses a mirror image and a smaller scale by WBF (tiled: the mirror image)",
+        commands=INFERENCE,
+    )
+    classify: Path | None = option(
+        help="detection: re-label every detected box with this classifier run (detect, then classify)",
+        commands=INFERENCE,
+    )
     score_threshold: float | None = option(
         help="score threshold for every class (default: each class's own, chosen on val)",
         commands=INFERENCE,
@@ -416,11 +462,11 @@ class InferenceOptions(BaseModel):
         """The keyword arguments ``api.evaluate`` / ``api.predict`` take: device and precision, then only
         the detection settings given (the rest stay the run's own). ``topk`` is predict's own argument."""
         given = self.model_dump(
-            exclude={"device", "precision", "topk", "allow_outside_root", "weights"}, exclude_none=True
+            exclude={"device", "precision", "topk", "allow_outside_root", "weights", "tta"}, exclude_none=True
         )
-        trust = {"allow_outside_root": True} if self.allow_outside_root else {}
+        switches = {k: True for k in ("allow_outside_root", "tta") if getattr(self, k)}  # only when on
         weights = {"weights": self.weights} if self.weights is not None else {}
-        return {"device": self.device, "precision": self.precision, **trust, **weights, **given}
+        return {"device": self.device, "precision": self.precision, **switches, **weights, **given}
 
     def tiling_overrides(self) -> dict[str, Any]:
         """The tiling settings given here, to override a detection run's own tiling."""

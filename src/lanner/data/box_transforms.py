@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torchvision.ops import roi_align
 
+from lanner.data.affine import is_identity, random_affines, warp_batch, warp_boxes
 from lanner.data.cache import build_image_cache
 from lanner.data.images import open_image
 from lanner.data.pixels import to_float
@@ -156,6 +157,13 @@ def window_targets(t: BoxTargets, window: np.ndarray, out_size: int, min_visibil
     return BoxTargets(boxes[big].astype(np.float32), labels[big])
 
 
+def warp_targets(t: BoxTargets, forward: np.ndarray, side: int, min_visibility: float) -> BoxTargets:
+    """Targets moved by an affine ``forward`` [3, 3] (rotated boxes: their enclosing box), then clipped
+    to the canvas; a box less visible than ``min_visibility`` is dropped."""
+    moved = BoxTargets(warp_boxes(t.boxes, forward), t.labels)
+    return window_targets(moved, np.array([0.0, 0.0, side, side]), side, min_visibility)
+
+
 def hflip_targets(t: BoxTargets, width: int) -> BoxTargets:
     boxes = t.boxes.copy()
     boxes[:, [0, 2]] = width - t.boxes[:, [2, 0]]
@@ -186,9 +194,11 @@ def augment_detection_batch(
     min_visibility: float,
     g: torch.Generator,
     device: torch.device | str = "cpu",
+    geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
 ) -> tuple[torch.Tensor, list[BoxTargets]]:
     """Cached canvases [B, S, S, 3] uint8 + canvas targets -> augmented [B, 3, S, S] floats 0..1 on
-    ``device`` + targets. Random numbers come from ``g`` on the CPU, the pixel work runs on ``device``."""
+    ``device`` + targets. Random numbers come from ``g`` on the CPU, the pixel work runs on ``device``.
+    ``geometry``: max rotation, shear (degrees), translation, scale (fractions), see data.affine."""
     x = to_float(images_u8, device)  # [B, 3, S, S]
     b, side = x.shape[0], x.shape[-1]
     setting = AUGMENT_PRESETS[preset]
@@ -207,6 +217,13 @@ def augment_detection_batch(
         ]
         if jitter > 0:
             x = colour_jitter(x, jitter, g)
+    if not is_identity(geometry):
+        forward = random_affines(b, side, geometry, g)  # [B, 3, 3]
+        fill = torch.tensor(FILL, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255.0
+        x = warp_batch(x, forward, fill)
+        targets = [
+            warp_targets(t, m, side, min_visibility) for t, m in zip(targets, forward.numpy(), strict=True)
+        ]
     if hflip:
         flip = torch.rand(b, generator=g) < 0.5  # [B] bool
         x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)

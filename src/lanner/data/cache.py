@@ -33,6 +33,13 @@ def preprocess_with_size(path: str | Path, size: int) -> tuple[np.ndarray, tuple
     """Decode one image to a [size, size, 3] uint8 array (shorter side to ``size``, centre crop),
     and return its original upright (width, height) too."""
     img = open_image(path)
+    original = img.size  # before square_pixels: a JPEG's draft decode shrinks it in place
+    return square_pixels(img, size), original
+
+
+def square_pixels(img: Image.Image, size: int) -> np.ndarray:
+    """An RGB image as a classifier sees it: [size, size, 3] uint8, shorter side to ``size``, centre crop
+    (files through :func:`preprocess`, in-memory crops of a detector's boxes directly)."""
     w, h = img.size
     new_w, new_h = _resized(w, h, size)
     if max(w, h) > 4 * new_w:

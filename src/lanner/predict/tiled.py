@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from lanner.data.tiling import decode_upright, tile_windows
@@ -87,8 +87,10 @@ def _pieces(
     overlap: int | float,
     full_image_size: int | None,
     on_error: Callable[[Any, DataError], None] | None = None,
+    mirror: bool = False,
 ) -> Iterator[_Piece]:
-    """Decode each image once and cut it into pieces; runs in the decoder thread."""
+    """Decode each image once (``mirror``: mirrored left-right) and cut it into pieces; runs in the
+    decoder thread."""
     for path in images:
         # 8-bit, upright RGB; DataError (naming the file, and --max-image-pixels for bombs) if not.
         try:
@@ -98,6 +100,7 @@ def _pieces(
                 raise
             on_error(path, e)  # reported, and the stream goes on with the next image
             continue
+        img = ImageOps.mirror(img) if mirror else img
         width, height = img.size
         windows = tile_windows(width, height, tile, overlap)
         full_pass = full_image_size is not None and len(windows) > 1
@@ -290,8 +293,10 @@ def predict_tiled(
     score_threshold: float = 0.0,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     on_error: Callable[[Any, DataError], None] | None = None,
+    mirror: bool = False,
 ) -> Iterator[Prediction]:
     """Detect objects on images of any size, yielding ``(image, boxes, scores, labels)`` per image.
+    ``mirror``: on the images mirrored left-right (test-time augmentation), boxes in mirrored pixels.
 
     ``tiling`` says how: tile size, overlap, tiles per batch (None: 4), merging, the full-image pass.
     Boxes are float32 [K, 4] xyxy in pixels of the full upright image, in input order. Tiles of
@@ -320,7 +325,7 @@ def predict_tiled(
     batch: list[_Piece] = []
     # The raised floor holds while this generator is suspended too; it is restored when it ends.
     with score_floor(model, score_threshold):
-        pieces = _pieces(images, tiling.tile, tiling.overlap, full_size, on_error)
+        pieces = _pieces(images, tiling.tile, tiling.overlap, full_size, on_error, mirror)
         for piece in prefetch(pieces, depth=2 * batch_size):
             if not in_flight or in_flight[-1] is not piece.job:
                 in_flight.append(piece.job)

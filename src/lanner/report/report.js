@@ -122,6 +122,8 @@
       : [["accuracy", "accuracy"], ["top-5 accuracy", "top5_accuracy"]];
     const out = keys.filter(([, k]) => typeof m[k] === "number").map(([label, k]) => stat(label, pct(m[k])));
     if (m.macro_avg && typeof m.macro_avg.f1 === "number") out.push(stat("macro F1", pct(m.macro_avg.f1)));
+    const alone = m.detector_alone;  // detect-then-classify: the detector on its own, beside
+    if (alone && typeof alone.map === "number") out.push(stat("detector alone mAP" + (alone.class_agnostic ? " (any class)" : ""), pct(alone.map)));
     if (m.num_images !== undefined) out.push(stat((m.split || "eval") + " images", fmt(m.num_images)));
     if (!out.length) out.push(el("p", { class: "muted", text: "No evaluation yet (metrics.json missing)." }));
     return out;
@@ -383,7 +385,8 @@
       res.hasCls = true;
       const kind = item.pred_match && item.pred_match[i] >= 0 ? "tp" : item.pred_wrong && item.pred_wrong[i] >= 0 ? "wrong" : "fp";
       res[kind]++;
-      res.boxes.push({ b, c, s, kind, gt: false });
+      const both = item.pred_cls_scores ? { ds: item.pred_det_scores[i], cs: item.pred_cls_scores[i] } : {};
+      res.boxes.push({ b, c, s, kind, gt: false, ...both });
     });
     return res;
   }
@@ -425,7 +428,8 @@
     analyse(item).boxes.forEach((o) => {
       if ((o.gt && !state.gt) || (!o.gt && !state.pred)) return;
       const [x1, y1, x2, y2] = o.b;
-      const label = className(o.c) + (o.gt ? (o.kind === "gt miss" ? " (missed)" : "") : " " + fmt(o.s, 2));
+      const label = className(o.c) + (o.gt ? (o.kind === "gt miss" ? " (missed)" : "") : " " + fmt(o.s, 2))
+        + (o.cs !== undefined ? " = det " + fmt(o.ds, 2) + " × cls " + fmt(o.cs, 2) : "");
       g.append(sv("rect", { class: "box " + o.kind, x: x1, y: y1, width: Math.max(0, x2 - x1), height: Math.max(0, y2 - y1),
         "data-kind": o.kind, "data-class": o.c }, sv("title", { text: (o.gt ? "ground truth: " : o.kind + ": ") + label })));
       g.append(sv("text", { class: "boxlabel", x: x1 + 2, y: o.gt ? y2 - fs * 0.3 : y1 + fs, "font-size": fs, text: label }));

@@ -4,7 +4,7 @@ A new task is one folder (a :class:`~lanner.tasks.base.Task` subclass and its ``
 call) plus one line in this import.
 """
 
-from lanner.tasks import classify, detect  # noqa: F401  (each registers its task)
+from lanner.tasks import classify, detect, two_stage  # noqa: F401  (each registers its task)
 from lanner.tasks.base import Prepared, Task, get_task, register_task, task_names
 
 __all__ = ["Prepared", "Task", "get_task", "register_task", "task_names"]

@@ -37,12 +37,14 @@ class TrainRecipe:
     mixup: float = 0.0  # classification: Beta(alpha, alpha) of mixup / cutmix; 0 = off
     cutmix: float = 0.0
     eval_train: int | None = None  # training images scored each epoch (None: as many as val)
+    geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # rotate, shear, translate, scale
 
     @classmethod
     def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
         return cls(
-            batch_size, config.augment, config.hflip, config.balance, config.label_smoothing,
+            batch_size, config.augment.name, config.hflip, config.balance, config.label_smoothing,
             config.min_visibility, config.seed, config.mixup, config.cutmix, config.eval_train,
+            config.augment.geometry(),
         )  # fmt: skip
 
     def train_eval_sample(self, train_idx: np.ndarray, num_val: int) -> np.ndarray:

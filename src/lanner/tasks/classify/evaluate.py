@@ -10,10 +10,11 @@ from rich.console import Console
 
 from lanner.config import InferenceOptions
 from lanner.data.cache import build_cache, default_cache_dir
-from lanner.data.pixels import Preprocessing, eval_batch
+from lanner.data.pixels import Preprocessing
 from lanner.data.records import Dataset
 from lanner.eval.classification import classification_metrics, format_report, write_classification_outputs
 from lanner.eval.thresholds import classification_thresholds
+from lanner.predict.tta import class_probs
 from lanner.tasks.classify.setup import load_classification_data
 from lanner.tasks.eval_data import load_eval_data
 from lanner.tasks.loading import LoadedRun
@@ -21,7 +22,7 @@ from lanner.tasks.run_thresholds import class_thresholds
 
 
 @torch.no_grad()
-def classify_cached(loaded: LoadedRun, dataset: Dataset, console: Console):
+def classify_cached(loaded: LoadedRun, dataset: Dataset, console: Console, tta: bool = False):
     prep = Preprocessing.from_dict(loaded.meta.get("preprocessing"))
     cache_dir = Path(loaded.config.cache_dir) if loaded.config.cache_dir else default_cache_dir()
     images, ok, issues = build_cache([Path(r.path) for r in dataset.records], prep.cache_size, cache_dir)
@@ -31,7 +32,7 @@ def classify_cached(loaded: LoadedRun, dataset: Dataset, console: Console):
     probs = []
     for start in range(0, len(idx), 64):
         chunk = idx[start : start + 64]
-        probs.append(loaded.model(eval_batch(images[chunk], prep, loaded.device)).float().softmax(1).cpu())
+        probs.append(class_probs(loaded.model, images[chunk], prep, loaded.device, tta))
     return idx, torch.cat(probs) if probs else torch.zeros(0, len(loaded.classes))
 
 
@@ -52,9 +53,10 @@ def _prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[di
     ]
 
 
-def _combined_probs(members: list[LoadedRun], weights: list[float], dataset: Dataset, console: Console):
+def _combined_probs(members: list[LoadedRun], weights: list[float], dataset: Dataset, console: Console,
+                    tta: bool = False):  # fmt: skip
     """(indices of the images every member read, weighted mean probabilities [N, C], each member's)."""
-    results = [classify_cached(m, dataset, console) for m in members]
+    results = [classify_cached(m, dataset, console, tta) for m in members]
     idx = results[0][0]
     for other, _ in results[1:]:
         idx = np.intersect1d(idx, other)
@@ -93,11 +95,11 @@ def _evaluate(members, weights, run, data, split, console, options) -> tuple[dic
     dataset, split = load_eval_data(
         members[0], data, split, load_classification_data, console, options.allow_outside_root
     )
-    idx, probs, each = _combined_probs(members, weights, dataset, console)
+    idx, probs, each = _combined_probs(members, weights, dataset, console, options.tta)
     records = [dataset.records[i] for i in idx]
     targets = torch.tensor([r.label for r in records])
     thresholds = _thresholds(members, data, split, (probs.numpy(), targets.numpy()), options, console)
-    metrics = classification_metrics(probs, targets, members[0].classes, thresholds)
+    metrics = {**classification_metrics(probs, targets, members[0].classes, thresholds), "tta": options.tta}
     items = _prediction_items(records, probs, len(members[0].classes))
     write_classification_outputs(metrics, items, run, split)
     console.print(

@@ -17,6 +17,7 @@ from lanner.data.pixels import Preprocessing, eval_batch
 from lanner.errors import ConfigError, DataError
 from lanner.predict.inputs import expand_inputs
 from lanner.predict.results import Classification
+from lanner.predict.tta import class_probs
 from lanner.tasks.loading import LoadedRun
 from lanner.tasks.run_thresholds import class_thresholds
 
@@ -24,9 +25,11 @@ from lanner.tasks.run_thresholds import class_thresholds
 COLUMNS = ["path", "label", "score", "topk", "confident", "error"]
 
 
-@torch.no_grad()
-def classify_paths(model, prep: Preprocessing, paths: list[Path], batch_size: int = 32, device="cpu"):
-    """Yield (path, probs [C] or None, error) for each path; unreadable files do not stop the batch."""
+def classify_paths(
+    model, prep: Preprocessing, paths: list[Path], batch_size: int = 32, device="cpu", tta: bool = False
+):
+    """Yield (path, probs [C] or None, error) for each path; unreadable files do not stop the batch.
+    ``tta``: the mean over a few views of each image (:mod:`lanner.predict.tta`)."""
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         arrays, good, errors = [], [], {}
@@ -38,8 +41,7 @@ def classify_paths(model, prep: Preprocessing, paths: list[Path], batch_size: in
                 errors[p] = str(e)
         probs = {}
         if arrays:
-            logits = model(eval_batch(np.stack(arrays), prep, device)).float().cpu()
-            probs = dict(zip(good, logits.softmax(1), strict=True))
+            probs = dict(zip(good, class_probs(model, np.stack(arrays), prep, device, tta), strict=True))
         for p in chunk:
             yield p, probs.get(p), errors.get(p)
 
@@ -72,14 +74,14 @@ def _row(path: Path, probs: torch.Tensor, classes: list[str], k: int, thresholds
     }
 
 
-def _member_probs(loaded: LoadedRun, paths: list[Path]):
+def _member_probs(loaded: LoadedRun, paths: list[Path], tta: bool):
     prep = Preprocessing.from_dict(loaded.meta.get("preprocessing"))
-    return classify_paths(loaded.model, prep, paths, 32, loaded.device)
+    return classify_paths(loaded.model, prep, paths, 32, loaded.device, tta)
 
 
-def _combined(members: list[LoadedRun], weights: list[float], paths: list[Path]):
+def _combined(members: list[LoadedRun], weights: list[float], paths: list[Path], tta: bool):
     """Yield (path, weighted mean probabilities or None, error): each member prepares images its own way."""
-    streams = [_member_probs(m, paths) for m in members]
+    streams = [_member_probs(m, paths, tta) for m in members]
     for outputs in zip(*streams, strict=True):
         path, _, error = outputs[0]
         if any(probs is None for _, probs, _ in outputs):
@@ -93,7 +95,7 @@ def _predict(members, weights, inputs, out: Path, options: InferenceOptions, con
     k = min(options.topk, len(classes))
     thresholds = _thresholds(members, options)
     rows = []
-    for path, probs, error in _combined(members, weights, expand_inputs(inputs)):
+    for path, probs, error in _combined(members, weights, expand_inputs(inputs), options.tta):
         if probs is None:
             console.print(f"[yellow]skipped[/] {error}")
             rows.append(

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from lanner.data.affine import is_identity, random_affines, warp_batch
+from lanner.data.box_transforms import FILL
 from lanner.data.pixels import Preprocessing, batch_generator, centre_crop, eval_batch, normalise, to_float
 from lanner.engine.distributed import shard_batches
 from lanner.eval.classification import confusion_matrix
@@ -43,9 +45,11 @@ def random_resized_crop_boxes(
 
 
 def augment_batch(
-    images_u8, prep: Preprocessing, preset: str, hflip: bool, g: torch.Generator, device="cpu"
-) -> torch.Tensor:
-    """Cached squares [B, S', S', 3] uint8 -> augmented, normalised [B, 3, S, S] float on ``device``.
+    images_u8, prep: Preprocessing, preset: str, hflip: bool, g: torch.Generator, device="cpu",
+    geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+) -> torch.Tensor:  # fmt: skip
+    """Cached squares [B, S', S', 3] uint8 -> augmented, normalised [B, 3, S, S] float on ``device``;
+    ``geometry``: max rotation, shear (degrees), translation, scale (fractions), see data.affine.
 
     Random numbers come from ``g`` on the CPU whatever the device, so a batch is the same batch on
     any device; the pixel work runs on ``device``.
@@ -66,6 +70,9 @@ def augment_batch(
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = ((x - mean) * contrast + mean) * brightness
             x = x.clamp_(0, 1)
+    if not is_identity(geometry):
+        fill = torch.tensor(FILL, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255.0
+        x = warp_batch(x, random_affines(x.shape[0], x.shape[-1], geometry, g), fill)
     if hflip:
         flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)
         x[flip] = x[flip].flip(-1)
@@ -162,6 +169,7 @@ class ClassificationTask:
         counts = np.bincount(labels[self.train_idx], minlength=len(classes)).astype(np.float64)
         self.class_counts = counts
         self.augment, self.hflip, self.seed = augment, hflip, seed
+        self.geometry = recipe.geometry
         self.balance = resolve_balance(balance, counts)
         weight = None
         if self.balance == "weighted":
@@ -204,7 +212,9 @@ class ClassificationTask:
             start, stop = bounds[b]
             sorted_idx = np.sort(order[start:stop])  # sequential reads from the memmap
             g = batch_generator(self.seed, epoch, b)
-            x = augment_batch(self.images[sorted_idx], self.prep, self.augment, self.hflip, g, self.device)
+            x = augment_batch(
+                self.images[sorted_idx], self.prep, self.augment, self.hflip, g, self.device, self.geometry
+            )
             y = self.labels[sorted_idx].to(self.device)
             if any(self.mix_alphas) and len(y) > 1:
                 x, y = mix_batch(x, y, len(self.classes), self.mix_alphas, g)  # y: soft targets

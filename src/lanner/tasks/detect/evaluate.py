@@ -14,19 +14,19 @@ from lanner.eval.error_breakdown import KINDS, error_breakdown
 from lanner.predict.merge import fuse_models
 from lanner.tasks.detect.setup import cache_dataset, load_detection_data
 from lanner.tasks.detect.tiled import detect_tiled, resolve_tiling
-from lanner.tasks.detect.training import detect_canvases
+from lanner.tasks.detect.training import detect_canvases_tta
 from lanner.tasks.eval_data import load_eval_data
 from lanner.tasks.loading import LoadedRun
 from lanner.tasks.run_thresholds import class_thresholds
 
 
 def predict_dataset(
-    loaded: LoadedRun, dataset: Dataset, console: Console, tiling=None
+    loaded: LoadedRun, dataset: Dataset, console: Console, tiling=None, tta: bool = False
 ) -> tuple[Dataset, list]:
     """Detections for every readable image of ``dataset`` (unreadable ones are dropped from it).
 
     With ``tiling`` the full images go through tiled inference; without, each image is letterboxed
-    (downscaled) to the model's input size.
+    (downscaled) to the model's input size; ``tta``: see :mod:`lanner.predict.tta`.
     """
     if tiling is not None:
         tiling = tiling.for_device(loaded.model, loaded.device)
@@ -34,7 +34,7 @@ def predict_dataset(
             f"tiled inference: {tiling.tile} px tiles, overlap {tiling.overlap:g}, merge {tiling.merge}, "
             f"{tiling.batch_size} tiles per batch"
         )
-        return dataset, detect_tiled(loaded.model, dataset.records, tiling, loaded.device)
+        return dataset, detect_tiled(loaded.model, dataset.records, tiling, loaded.device, tta=tta)
     config = loaded.config
     cache = cache_dataset(
         dataset,
@@ -44,7 +44,7 @@ def predict_dataset(
         console,
     )
     ok = np.flatnonzero(cache.ok)
-    detections = detect_canvases(loaded.model, cache.images[ok], cache.sizes[ok], loaded.device)
+    detections = detect_canvases_tta(loaded.model, cache.images[ok], cache.sizes[ok], loaded.device, tta)
     kept = Dataset(
         dataset.classes,
         [dataset.records[i] for i in ok],
@@ -135,7 +135,7 @@ def _member_predictions(members, dataset: Dataset, options: InferenceOptions, co
     outputs, tilings = [], []
     for loaded in members:
         tilings.append(resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides()))
-        kept, detections = predict_dataset(loaded, dataset, console, tilings[-1])
+        kept, detections = predict_dataset(loaded, dataset, console, tilings[-1], options.tta)
         outputs.append(dict(zip((str(r.path) for r in kept.records), detections, strict=True)))
     common = [r for r in dataset.records if all(str(r.path) in out for out in outputs)]
     kept = Dataset(dataset.classes, common, "detect", dataset.root, dataset.format, dataset.issues)
@@ -174,6 +174,7 @@ def _evaluate(members, weights, run, data, split, options, console) -> tuple[dic
         **metrics,
         "split": split,
         "tiling": tiling.to_dict() if tiling else None,
+        "tta": options.tta,
         "errors": error_breakdown(dataset, detections),
     }
     write_detection_outputs(metrics, dataset, detections, run.eval)

@@ -30,7 +30,7 @@ from lanner.predict.merge import fuse_models
 from lanner.predict.results import Detection
 from lanner.predict.tiled import score_floor
 from lanner.tasks.detect.tiled import detect_stream, resolve_tiling
-from lanner.tasks.detect.training import detect_canvases
+from lanner.tasks.detect.training import detect_canvases, detect_canvases_tta
 from lanner.tasks.loading import LoadedRun
 from lanner.tasks.run_thresholds import class_thresholds
 
@@ -76,20 +76,22 @@ def _letterboxed_batches(paths: list[Path], size: int, batch_size: int) -> Itera
 
 
 def detect_files(
-    loaded: LoadedRun, paths: list[Path], batch_size: int = 8, tiling=None, score_threshold: float = 0.001
-) -> Iterator[tuple[Path, tuple, object]]:
+    loaded: LoadedRun, paths: list[Path], batch_size: int = 8, tiling=None, score_threshold: float = 0.001,
+    tta: bool = False,
+) -> Iterator[tuple[Path, tuple, object]]:  # fmt: skip
     """Yield (path, (width, height), Detections in full-image pixels) or (path, None, error message).
 
     Only boxes scoring ``score_threshold`` or more are wanted: the model drops the rest itself.
+    ``tta``: see :mod:`lanner.predict.tta` (tiled: the mirror image only).
     """
     with score_floor(loaded.model, score_threshold):
         if tiling is not None:
-            yield from _detect_files_tiled(loaded, paths, tiling, score_threshold)
+            yield from _detect_files_tiled(loaded, paths, tiling, score_threshold, tta)
         else:
-            yield from _detect_files_whole(loaded, paths, batch_size)
+            yield from _detect_files_whole(loaded, paths, batch_size, tta)
 
 
-def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int) -> Iterator[tuple]:
+def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int, tta: bool) -> Iterator[tuple]:
     size = int(loaded.meta.get("image_size"))
     for good, items, errors in _letterboxed_batches(paths, size, batch_size):
         for p, message in errors.items():
@@ -99,13 +101,13 @@ def _detect_files_whole(loaded: LoadedRun, paths: list[Path], batch_size: int) -
         canvases = np.stack([c for c, _ in items])  # [B, S, S, 3] uint8
         sizes = np.array([wh for _, wh in items])  # [B, 2] original (width, height)
         for p, wh, det in zip(
-            good, sizes, detect_canvases(loaded.model, canvases, sizes, loaded.device), strict=True
+            good, sizes, detect_canvases_tta(loaded.model, canvases, sizes, loaded.device, tta), strict=True
         ):
             yield p, (int(wh[0]), int(wh[1])), det
 
 
 def _detect_files_tiled(
-    loaded: LoadedRun, paths: list[Path], tiling, score_threshold: float
+    loaded: LoadedRun, paths: list[Path], tiling, score_threshold: float, tta: bool
 ) -> Iterator[tuple[Path, tuple, object]]:
     """Tiled inference over all files in one stream (tiles of consecutive files share batches);
     a file that cannot be read is reported in its place and the others still run."""
@@ -123,7 +125,7 @@ def _detect_files_tiled(
         failed[path] = str(error)
 
     tiling = tiling.for_device(loaded.model, loaded.device)
-    for path, det in detect_stream(loaded.model, paths, tiling, loaded.device, score_threshold, note):
+    for path, det in detect_stream(loaded.model, paths, tiling, loaded.device, score_threshold, note, tta):
         yield from report_until(path)
         yield path, image_size(path), det
     yield from report_until(None)
@@ -213,8 +215,11 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def render_image(path: Path, det: Detections, classes: list[str], out_dir: Path) -> Path:
-    """Draw boxes with class and score on a copy scaled to RENDER_MAX_SIDE (never upscaled); JPEG."""
+def render_image(
+    path: Path, det: Detections, classes: list[str], out_dir: Path, captions: list[str] | None = None
+) -> Path:
+    """Draw boxes with class and score (or ``captions``, one per box) on a copy scaled to RENDER_MAX_SIDE
+    (never upscaled); JPEG."""
     img = open_image(path)
     scale = min(1.0, RENDER_MAX_SIDE / max(img.size))
     if scale < 1.0:
@@ -222,11 +227,11 @@ def render_image(path: Path, det: Detections, classes: list[str], out_dir: Path)
     draw = ImageDraw.Draw(img)
     font = _font(max(10, round(max(img.size) / 60)))
     line = max(1, round(max(img.size) / 400))
-    for box, score, label in zip(det.boxes * scale, det.scores, det.labels, strict=True):
+    texts = captions or [f"{classes[int(c)]} {s:.2f}" for s, c in zip(det.scores, det.labels, strict=True)]
+    for box, text, label in zip(det.boxes * scale, texts, det.labels, strict=True):
         colour = PALETTE[int(label) % len(PALETTE)]
         x0, y0, x1, y1 = box.tolist()
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
-        text = f"{classes[int(label)]} {score:.2f}"
         tx0, ty0, tx1, ty1 = draw.textbbox((x0, y0), text, font=font)
         top = max(0, y0 - (ty1 - ty0) - 2)
         draw.rectangle((x0, top, x0 + tx1 - tx0 + 4, top + ty1 - ty0 + 2), fill=colour)
@@ -254,7 +259,7 @@ def _row(path: Path, shown: Detections, classes: list[str]) -> dict:
 
 def _member_detections(loaded: LoadedRun, paths: list[Path], options: InferenceOptions, threshold: float):
     tiling = resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides())
-    return detect_files(loaded, paths, 8, tiling, threshold)
+    return detect_files(loaded, paths, 8, tiling, threshold, options.tta)
 
 
 def _combined(members: list[LoadedRun], weights: list[float], paths, options, threshold: float):

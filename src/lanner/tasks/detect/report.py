@@ -9,7 +9,7 @@ from lanner.data.geometry import box_iou
 IOU_MATCH = 0.5  # the IoU at which the gallery calls a prediction a hit (COCO's AP50 matching)
 GALLERY_KEYS = (
     "gt_boxes", "gt_labels", "pred_boxes", "pred_labels", "pred_scores", "pred_match", "pred_wrong",
-    "gt_hit_score",
+    "gt_hit_score", "pred_det_scores", "pred_cls_scores",  # the last two: detect-then-classify only
 )  # fmt: skip
 
 

@@ -19,11 +19,13 @@ from torch import nn
 from lanner._progress import progress_bar
 from lanner.data.box_transforms import LetterboxCache, letterbox
 from lanner.data.detections import Detections
+from lanner.data.images import image_size
 from lanner.data.records import Dataset, ImageRecord, Issue
 from lanner.data.tiling import TileIndex, decode_upright, make_tiles, tile_windows
 from lanner.errors import ConfigError, DataError
 from lanner.eval.detection import evaluate_detections
 from lanner.predict.tiled import Tiling, predict_tiled
+from lanner.predict.tta import fuse_views, unmirror
 from lanner.tasks.detect.training import DetectionTask, nan_if_none
 
 
@@ -99,17 +101,31 @@ def detect_stream(
     device: torch.device,
     score_threshold: float = 0.001,
     on_error=None,
+    tta: bool = False,
 ):
     """``(path, Detections)`` in full-image pixels per readable image, in order, through tiled
-    inference; unreadable images go to ``on_error(path, error)`` (raise when it is None)."""
+    inference; unreadable images go to ``on_error(path, error)`` (raise when it is None). ``tta``: the
+    image and its mirror image each tiled, their boxes fused by WBF (:mod:`lanner.predict.tta`)."""
+    plain = _tiled_stream(model, paths, tiling, device, score_threshold, on_error)
+    if not tta:
+        yield from plain
+        return
+    mirrored = _tiled_stream(model, paths, tiling, device, score_threshold, on_error, mirror=True)
+    for (path, det), (_, flipped) in zip(plain, mirrored, strict=True):
+        (fused,) = fuse_views([[det], [unmirror(flipped, image_size(path)[0])]])
+        yield path, fused
+
+
+def _tiled_stream(model, paths, tiling: Tiling, device, score_threshold: float, on_error, mirror=False):
     offset = getattr(model, "label_offset", 0)
     was_training = model.training
     model.eval()
     try:
         tiling = tiling.for_device(model, device)
         stream = predict_tiled(
-            model, paths, tiling, device=device, score_threshold=score_threshold, on_error=on_error
-        )
+            model, paths, tiling, device=device, score_threshold=score_threshold, on_error=on_error,
+            mirror=mirror,
+        )  # fmt: skip
         for path, boxes, scores, labels in stream:
             yield path, Detections(boxes.astype(np.float64), scores.astype(np.float64), labels - offset)
     finally:
@@ -122,9 +138,10 @@ def detect_tiled(
     tiling: Tiling,
     device: torch.device,
     score_threshold: float = 0.001,
+    tta: bool = False,
 ) -> list[Detections]:
     """Full-image detections for each record, in record order, through tiled inference."""
-    stream = detect_stream(model, [r.path for r in records], tiling, device, score_threshold)
+    stream = detect_stream(model, [r.path for r in records], tiling, device, score_threshold, tta=tta)
     return [det for _, det in stream]
 
 

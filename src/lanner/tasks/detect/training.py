@@ -26,6 +26,7 @@ from lanner.data.pixels import batch_generator, to_float
 from lanner.data.records import Dataset
 from lanner.engine.distributed import shard_batches
 from lanner.eval.detection import evaluate_detections
+from lanner.predict.tta import detect_views, fuse_views
 from lanner.tasks.base import TrainRecipe
 
 EVAL_BATCH = 16
@@ -73,6 +74,15 @@ def detect_canvases(
     return out
 
 
+def detect_canvases_tta(model: nn.Module, canvases: np.ndarray, sizes: np.ndarray, device: torch.device,
+                        tta: bool = False) -> list[Detections]:  # fmt: skip
+    """:func:`detect_canvases`, or with ``tta`` its views (mirror, smaller scale) fused by WBF
+    (:mod:`lanner.predict.tta`)."""
+    if not tta:
+        return detect_canvases(model, canvases, sizes, device)
+    return fuse_views(detect_views(lambda c, s: detect_canvases(model, c, s, device), canvases, sizes))
+
+
 def _freeze_batchnorm(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.Dropout):
@@ -106,6 +116,7 @@ class DetectionTask:
         self.train_eval_idx = recipe.train_eval_sample(self.train_idx, len(self.val_idx))
         self.batch_size, self.augment, self.hflip = recipe.batch_size, recipe.augment, recipe.hflip
         self.min_visibility, self.score_threshold = recipe.min_visibility, score_threshold
+        self.geometry = recipe.geometry
         self.label_offset, self.seed = label_offset, recipe.seed
         self.device = device or torch.device("cpu")
         scales = cache.scales
@@ -150,6 +161,7 @@ class DetectionTask:
                 min_visibility=self.min_visibility,
                 g=batch_generator(self.seed, epoch, b),
                 device=self.device,
+                geometry=self.geometry,
             )
             yield list(x), to_model_targets(targets, self.label_offset, self.device)
 
