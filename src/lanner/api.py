@@ -6,7 +6,6 @@ do what differs between classification and detection, and this module connects t
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from lanner.engine.tracking import check_tracker
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.export import export_run
+from lanner.models.devices import choose_device
 from lanner.models.pretrained import pretrained_tags as pretrained_weights
 from lanner.report import build_report
 from lanner.rundir import RunDir
@@ -284,11 +284,14 @@ def demo(
     return run_demo(here, task=task, run=run, data_dir=Path(data_dir) if data_dir else None, console=console)
 
 
-def relaunch(devices: int) -> None:
+def relaunch(devices: int, *, device: str | None = None, sync_bn: bool | None = None) -> None:
     """With ``devices`` other than 1, replace this process by torchrun starting that many copies of
-    the same command, unless this process already is one of them."""
-    if devices != 1 and "WORLD_SIZE" not in os.environ:
-        distributed.relaunch_under_torchrun(devices)
+    the same command, unless this process already is one of them (under torchrun or srun). What
+    several processes cannot do fails here, before any starts."""
+    if devices == 1 or distributed.from_environment().enabled:
+        return
+    distributed.check_sync_batchnorm(sync_bn, choose_device(device or "auto"))
+    distributed.relaunch_under_torchrun(devices)
 
 
 def summarise(dataset) -> dict:

@@ -255,7 +255,7 @@ def train(
             cfg, None, api.count_images(cfg.data, cfg.format, cfg.allow_outside_root), "schedule.png"
         )
         return
-    api.relaunch(devices)
+    api.relaunch(devices, device=cfg.device, sync_bn=cfg.sync_bn)
     api.train(cfg, console, evaluate_after=not no_eval)
 
 
@@ -311,7 +311,7 @@ def resume(
     _errors_go_to(run)
     if given.get("lr") == "auto":
         raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
-    api.relaunch(devices)
+    api.relaunch(devices, device=given.get("device"), sync_bn=given.get("sync_bn"))
     flags = {"unfreeze": True} if unfreeze else {}  # only what was given reaches the api
     api.resume(run, console, evaluate_after=not no_eval, **flags, **_nested(given))
 

@@ -229,7 +229,7 @@ class Trainer:
                 st.step_in_epoch += 1
                 progress.update(bar, advance=1, loss=loss)
                 self._maybe_fit_time_budget(start, st.step_in_epoch - epoch_start_step)
-                if self._stop_agreed(stop) or self._budget_spent(start):
+                if self._stop_agreed(stop, self._budget_spent(start)):
                     break
         elapsed = time.perf_counter() - start
         st.train_seconds += elapsed
@@ -242,9 +242,10 @@ class Trainer:
         st.partial_images += int(loss_n)
         return st.partial_loss_sum / max(st.partial_images, 1)
 
-    def _stop_agreed(self, stop: _StopFlag) -> bool:
-        """Whether to stop now; with several processes, all stop after the same step (or none)."""
-        return distributed.any_process(stop.requested, self.dist, self.device)
+    def _stop_agreed(self, stop: _StopFlag, budget_spent: bool = False) -> bool:
+        """Whether to stop now (a signal, or the --time budget spent on this process's clock); with
+        several processes, all stop after the same step (or none)."""
+        return distributed.any_process(stop.requested or budget_spent, self.dist, self.device)
 
     def _step(self, batch) -> tuple[float, int]:
         lr = lr_at(self.state.segments, self.state.step)
@@ -281,7 +282,8 @@ class Trainer:
         improved = self._update_best(metrics)
         # The wall time of this epoch so far (the checkpoint written next is the only part left out).
         self._epoch_wall = time.perf_counter() - epoch_start
-        st.wall_seconds += self._epoch_wall
+        # Process 0's clock is the run's: every process then decides the same about the budget.
+        st.wall_seconds = self._agreed(st.wall_seconds + self._epoch_wall)
         self._refit_time_budget(epoch_time)
         if self.dist.is_main:
             self._write_outputs(improved)
@@ -306,7 +308,9 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         self.model.eval()
         metrics = {}
-        if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
+        # Each process validates its part when the task can; else process 0 alone while the others
+        # wait. Process 0's metrics are broadcast, so every process decides alike.
+        if self.dist.is_main or getattr(self.task, "validates_in_parts", False):
             with torch.no_grad(), self._autocast():
                 metrics = self.task.validate(self.raw_model)
         return distributed.broadcast(metrics, self.dist)
@@ -339,7 +343,10 @@ class Trainer:
             )
             return True
         budget = self.time_budget_s
-        if budget is not None and st.epoch < st.total_epochs and self._budget_left() <= 0:
+        # An epoch the clock cut short was the budget's last (a plan made before an unfreeze
+        # segment is not re-fitted, so the clock may end the run before the plan does).
+        cut = self._epoch_steps < self.steps_per_epoch
+        if budget is not None and st.epoch < st.total_epochs and (self._budget_left() <= 0 or cut):
             spent = f"{st.wall_seconds:.0f}s of {budget:.0f}s"
             self.console.print(f"time budget reached after epoch {st.epoch} ({spent})")
             return True
@@ -380,6 +387,7 @@ class Trainer:
         task = self.task
         self._overhead_s = estimated_overhead(step_s, task.batch_size, task.num_val_images)
         plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
+        plan, self._overhead_s, step_s = self._agreed((plan, self._overhead_s, step_s))
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
 
@@ -398,6 +406,9 @@ class Trainer:
             self._space_validation(self._overhead_s, train_s)
         overhead = self._overhead_s / self._validate_every  # what an epoch costs on average
         plan = plan_steps(self._budget_left(), self.steps_per_epoch, step_s, overhead)
+        plan, self._overhead_s, self._validate_every = self._agreed(
+            (plan, self._overhead_s, self._validate_every)
+        )
         self._lay_out(BudgetPlan(st.step + plan.steps, st.epoch + plan.epochs), step_s, f"epoch {st.epoch}")
 
     def _space_validation(self, validation_s: float, train_s: float) -> None:
@@ -420,6 +431,10 @@ class Trainer:
         )
         if plan.steps < FEW_STEPS and seg.reason != "timed":
             self.console.print(f"[yellow]{too_few_steps(plan.steps)}[/]")
+
+    def _agreed(self, value):
+        """Process 0's ``value`` on every process (what several processes must decide alike)."""
+        return distributed.broadcast(value, self.dist)
 
     def _budget_left(self) -> float:
         return (self.time_budget_s or 0.0) - (self.state.wall_seconds - self._wall_at_start)
