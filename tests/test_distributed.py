@@ -213,15 +213,17 @@ def test_tiled_detection_under_srun_then_torchrun_validates_in_parts_like_one_pr
     assert [p.returncode for p in first] == [0, 0], first[0].stdout + first[0].stderr + first[1].stderr
     assert "on each of 2 processes" in first[0].stdout and first[1].stdout.strip() == ""  # one speaks
 
-    more = _lanner("resume", str(run), "--epochs", "2", "--devices", "2", cwd=tmp_path)
+    more = _lanner("resume", str(run), "--epochs", "2", "--lr", "2e-3", "--devices", "2", cwd=tmp_path)
     assert more.returncode == 0, more.stdout + more.stderr
-    assert "epoch 2: backbone unfrozen, training all layers (segment 1)" in more.stdout
+    assert "epoch 2: backbone unfrozen, training all layers" in more.stdout, more.stdout
+    segments = json.loads((run / "segments.json").read_text())
+    assert [s["reason"] for s in segments] == ["start", "resume", "unfreeze"]
     ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
     # The one-process format: the bare model's keys, the run's state, the tiling in the metadata.
     model = create_model("detect", "fcos_test_resnet", num_classes=4, image_size=64)
     assert set(ckpt["state_dict"]) == set(model.state_dict())
     assert ckpt["train_state"]["epoch"] == 2 and ckpt["meta"]["tiling"]["tile"] == 64
-    assert load_run(run, "last").model_name == "fcos_test_resnet"
+    assert load_run(run, "last").meta.classes == ckpt["meta"]["classes"]  # loads where one process's would
 
     # Process 0 evaluated best.ckpt alone after training: the same mAP the two processes validated.
     history = read_history(run / "history.csv")
