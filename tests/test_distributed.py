@@ -225,8 +225,12 @@ def test_tiled_detection_under_srun_then_torchrun_validates_in_parts_like_one_pr
     assert ckpt["train_state"]["epoch"] == 2 and ckpt["meta"]["tiling"]["tile"] == 64
     assert load_run(run, "last").meta.classes == ckpt["meta"]["classes"]  # loads where one process's would
 
+    # What resume refuses is refused before torchrun starts (the cosine schedule ended at epoch 2).
+    late = _lanner("resume", str(run), "--epochs", "3", "--devices", "2", cwd=tmp_path)
+    assert late.returncode == 2 and "give the LR for them" in late.stdout and "OMP_NUM" not in late.stderr
+
     # Process 0 evaluated best.ckpt alone after training: the same mAP the two processes validated.
-    history = read_history(run / "history.csv")
+    history = ckpt["train_state"]["history"]  # history.csv's rows, as numbers
     best = history[ckpt["train_state"]["best_epoch"] - 1]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["num_images"] == 3 and max(row["val_map50"] for row in history) > 0

@@ -114,6 +114,17 @@ def resume(
     return sessions.fit(s, optimizer, state, callbacks, _after_training(s, evaluate_after))
 
 
+def check_resume(run: str | Path, *, unfreeze: bool = False, **changes) -> None:
+    """What :func:`resume` would refuse before reading any data (unknown changes, an LR decayed to
+    nothing), refused now: before ``--devices N`` starts its processes."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    ckpt, old, config = resuming.resumed_config(RunDir(run), changes, unfreeze)
+    state = TrainState.from_dict(ckpt["train_state"])
+    diff = resuming.changed(old, config, [*changes, *resuming.UNFROZEN])
+    if diff:
+        resuming.add_segment(state, config, diff, state.segments[-1].steps_per_epoch)
+
+
 def _print_resume(s: sessions.Session, state: TrainState, diff: dict) -> None:
     s.console.print(
         f"resuming [bold]{s.run_dir}[/] at epoch {state.epoch + 1}"

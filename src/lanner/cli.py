@@ -311,8 +311,10 @@ def resume(
     _errors_go_to(run)
     if given.get("lr") == "auto":
         raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
-    api.relaunch(devices, device=given.get("device"), sync_bn=given.get("sync_bn"))
     flags = {"unfreeze": True} if unfreeze else {}  # only what was given reaches the api
+    if devices != 1:  # refused here rather than once in each process
+        api.check_resume(run, **flags, **_nested(given))
+    api.relaunch(devices, device=given.get("device"), sync_bn=given.get("sync_bn"))
     api.resume(run, console, evaluate_after=not no_eval, **flags, **_nested(given))
 
 
