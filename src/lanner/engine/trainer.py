@@ -343,9 +343,9 @@ class Trainer:
             )
             return True
         budget = self.time_budget_s
-        # An epoch the clock cut short was the budget's last (a plan made before an unfreeze
-        # segment is not re-fitted, so the clock may end the run before the plan does).
-        cut = self._epoch_steps < self.steps_per_epoch
+        # An epoch the clock cut short ends a plan that is no longer re-fitted (after an unfreeze
+        # or a resume: a later segment), rather than starting epochs the clock cuts at once.
+        cut = self._epoch_steps < self.steps_per_epoch and len(st.segments) > 1
         if budget is not None and st.epoch < st.total_epochs and (self._budget_left() <= 0 or cut):
             spent = f"{st.wall_seconds:.0f}s of {budget:.0f}s"
             self.console.print(f"time budget reached after epoch {st.epoch} ({spent})")
