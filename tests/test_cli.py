@@ -93,7 +93,16 @@ def test_a_new_field_gets_its_flag_without_touching_the_cli():
 def test_resume_offers_exactly_the_resumable_keys():
     keys = {o.key.split(".")[0] for o in command_options(TrainConfig, "resume")}
     assert keys == set(api.RESUMABLE)
-    resumable = {"--lr", "--epochs", "--time", "--schedule", "--patience", "--monitor"}
+    resumable = {
+        "--lr",
+        "--epochs",
+        "--time",
+        "--schedule",
+        "--patience",
+        "--monitor",
+        "--sync-bn",
+        "--no-sync-bn",
+    }
     assert flags_of("resume") == resumable | {"--no-eval", "--devices", "--unfreeze", "--json"}
 
 

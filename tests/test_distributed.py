@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -11,8 +12,21 @@ import pytest
 import torch
 from helpers import write_digit_folders
 
+from lanner.demo_detect import write_digit_canvases
 from lanner.engine.checkpoint import load_checkpoint
-from lanner.engine.distributed import shard_batches
+from lanner.engine.distributed import (
+    Distributed,
+    Part,
+    first_host,
+    from_environment,
+    rendezvous_environment,
+    shard_batches,
+    use_sync_batchnorm,
+)
+from lanner.engine.history import read_history
+from lanner.errors import ConfigError
+from lanner.models.registry import create_model
+from lanner.tasks.loading import load_run
 
 
 @pytest.mark.parametrize(("total", "world"), [(5, 2), (6, 3), (7, 4), (1, 2)])
@@ -56,9 +70,6 @@ def test_two_processes_train_resume_and_evaluate_one_run(tmp_path):
     single = _lanner("resume", str(run), "--epochs", "4", "--no-eval", cwd=tmp_path)
     assert single.returncode == 2 and "same number of processes (--devices)" in single.stdout
 
-    timed = _lanner("train", str(data), "--time", "1m", "--devices", "2", *tiny, cwd=tmp_path)
-    assert timed.returncode != 0 and "--time is not supported with several processes" in timed.stdout
-
 
 def test_two_processes_keep_frozen_tensors_bit_identical_and_unfreeze_after_n_epochs(tmp_path):
     import timm
@@ -97,3 +108,155 @@ def test_two_processes_keep_frozen_tensors_bit_identical_and_unfreeze_after_n_ep
     assert not all(torch.equal(state[k], weights[k]) for k in backbone if k.endswith(".weight"))
     segments = json.loads((b / "segments.json").read_text())
     assert [(s["reason"], s["start_epoch"]) for s in segments] == [("start", 0), ("unfreeze", 1)]
+
+
+# ----------------------------------------------------------------------------------- detection, launchers
+TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _together(commands: list[list[str]], envs: list[dict], cwd) -> list[subprocess.CompletedProcess]:
+    """Start the commands at once (the processes of one group) and wait for all of them."""
+    base = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES and not k.startswith("SLURM_")}
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env={**base, "COLUMNS": "250", **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cmd, env in zip(commands, envs, strict=True)
+    ]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)
+    ]
+
+
+def test_slurm_and_torchrun_variables_give_the_process_its_place():
+    slurm = {
+        "SLURM_PROCID": "3",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODELIST": "gpu[07-09,12],x1",
+    }
+    assert from_environment(slurm) == Distributed(rank=3, world=8, local_rank=1)
+    assert from_environment({**slurm, "SLURM_STEP_NUM_TASKS": "4"}).world == 4  # srun's step, not the job
+    torchrun = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "0"}
+    assert from_environment({**slurm, **torchrun}) == Distributed(1, 2, 0)  # torchrun's come first
+    assert not from_environment({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).enabled
+    assert rendezvous_environment({**slurm, "SLURM_JOB_ID": "123"}) == {
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": "15123",
+    }
+    given = {**slurm, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "4000"}
+    assert rendezvous_environment(given) == {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "4000"}
+    assert first_host("node5") == "node5" and first_host("a[3-4]") == "a3"
+    with pytest.raises(ConfigError, match="whole number"):
+        from_environment({"SLURM_PROCID": "x", "SLURM_NTASKS": "2"})
+
+
+@pytest.mark.parametrize(("n", "world"), [(3, 2), (7, 3), (1, 2), (0, 2)])
+def test_validation_parts_cover_the_images_once_in_order(n, world):
+    parts = [Part(Distributed(rank, world)).of(list(range(n))) for rank in range(world)]
+    assert [x for part in parts for x in part] == list(range(n))  # rank order = the list's order
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_sync_batchnorm_is_on_for_detection_on_several_gpus_and_refused_on_the_cpu(tmp_path):
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    # detection asks for it by default (DetectionTask.sync_batchnorm_by_default), classification does not
+    assert use_sync_batchnorm(None, True, cuda, 2) and not use_sync_batchnorm(None, False, cuda, 2)
+    assert not use_sync_batchnorm(None, True, cpu, 2) and not use_sync_batchnorm(None, True, cuda, 1)
+    assert not use_sync_batchnorm(False, True, cuda, 2) and use_sync_batchnorm(True, False, cuda, 2)
+    # Refused before torchrun starts anything (no process group, no data read).
+    out = _lanner("train", str(tmp_path), "--sync-bn", "--device", "cpu", "--devices", "2", cwd=tmp_path)
+    assert out.returncode == 2 and "--sync-bn needs GPUs" in out.stdout and "Traceback" not in out.stderr
+    assert "OMP_NUM_THREADS" not in out.stdout + out.stderr  # torchrun never started
+
+
+def test_tiled_detection_under_srun_then_torchrun_validates_in_parts_like_one_process(tmp_path):
+    """Two processes started as srun starts them (SLURM_* only, gloo on 127.0.0.1) train on tiles with the
+    backbone frozen; `resume --devices 2` (torchrun) unfreezes it; the validation mAP the two processes
+    computed in parts equals the one-process evaluation of the same checkpoint."""
+    data = write_digit_canvases(tmp_path / "canvases", n_train=4, n_val=3, size=128, objects=(3, 5))
+    run = tmp_path / "run"
+    args = ["train", str(data), "--task", "detect", "--model", "fcos_test_resnet", "--tile", "64"]
+    args += [
+        "--batch-size",
+        "4",
+        "--lr",
+        "3e-3",
+        "--epochs",
+        "1",
+        "--freeze",
+        "backbone:1",
+        "--device",
+        "cpu",
+    ]
+    args += ["--run", str(run), "--no-eval", "--no-hflip"]
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    envs = [{**slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)} for r in (0, 1)]
+    first = _together([[sys.executable, "-m", "lanner", *args]] * 2, envs, tmp_path)
+    assert [p.returncode for p in first] == [0, 0], first[0].stdout + first[0].stderr + first[1].stderr
+    assert "on each of 2 processes" in first[0].stdout and first[1].stdout.strip() == ""  # one speaks
+
+    more = _lanner("resume", str(run), "--epochs", "2", "--lr", "2e-3", "--devices", "2", cwd=tmp_path)
+    assert more.returncode == 0, more.stdout + more.stderr
+    assert "epoch 2: backbone unfrozen, training all layers" in more.stdout, more.stdout
+    segments = json.loads((run / "segments.json").read_text())
+    assert [s["reason"] for s in segments] == ["start", "resume", "unfreeze"]
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    # The one-process format: the bare model's keys, the run's state, the tiling in the metadata.
+    model = create_model("detect", "fcos_test_resnet", num_classes=4, image_size=64)
+    assert set(ckpt["state_dict"]) == set(model.state_dict())
+    assert ckpt["train_state"]["epoch"] == 2 and ckpt["meta"]["tiling"]["tile"] == 64
+    assert load_run(run, "last").meta.classes == ckpt["meta"]["classes"]  # loads where one process's would
+
+    # What resume refuses is refused before torchrun starts (the cosine schedule ended at epoch 2).
+    late = _lanner("resume", str(run), "--epochs", "3", "--devices", "2", cwd=tmp_path)
+    assert late.returncode == 2 and "give the LR for them" in late.stdout and "OMP_NUM" not in late.stderr
+
+    # Process 0 evaluated best.ckpt alone after training: the same mAP the two processes validated.
+    history = ckpt["train_state"]["history"]  # history.csv's rows, as numbers
+    best = history[ckpt["train_state"]["best_epoch"] - 1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_images"] == 3 and max(row["val_map50"] for row in history) > 0
+    for key in ("map", "map50", "map75"):
+        assert metrics[key] == pytest.approx(best[f"val_{key}"], abs=1e-5)
+
+
+def test_detection_with_a_time_budget_on_two_nodes_agrees_on_the_plan(tmp_path):
+    """`torchrun --nnodes 2` simulated by two launchers (node 0 and 1, one process each) meeting on the
+    loopback address; --time: process 0's plan and clock are everyone's (a disagreement would hang)."""
+    data = write_digit_canvases(tmp_path / "canvases", n_train=4, n_val=2, size=96, objects=(2, 4))
+    run = tmp_path / "run"
+    port = str(_free_port())
+    lanner = ["train", str(data), "--task", "detect", "--model", "fcos_test_resnet", "--image-size", "64"]
+    lanner += ["--batch-size", "2", "--time", "20s", "--device", "cpu", "--run", str(run), "--no-eval"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
+    launch += ["--master-addr", "127.0.0.1", "--master-port", port]
+    nodes = [[*launch, "--node-rank", str(n), "-m", "--", "lanner", *lanner] for n in (0, 1)]
+    done = _together(nodes, [{}, {}], tmp_path)
+    assert [p.returncode for p in done] == [0, 0], done[0].stdout + done[0].stderr + done[1].stderr
+    out = done[0].stdout
+    assert "on each of 2 processes" in out and "time budget 20s at" in out
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["train_state"]
+    history = read_history(run / "history.csv")
+    assert (
+        state["segments"][0]["reason"] == "timed" and len(history) == state["epoch"] == state["total_epochs"]
+    )
+    assert "val_map" in history[-1] and "val_loss" in history[-1]  # validated (in parts) at the end
+    assert state["wall_seconds"] < 60

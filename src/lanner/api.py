@@ -7,7 +7,6 @@ do what differs between classification and detection, and this module connects t
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from lanner.engine.tracking import check_tracker
 from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.export import export_run
+from lanner.models.devices import choose_device
 from lanner.models.pretrained import pretrained_tags as pretrained_weights
 from lanner.report import build_report
 from lanner.rundir import RunDir
@@ -133,6 +133,17 @@ def resume(
     sessions.plot_plan(s, state)
     ema_weights = ckpt["state_dict"] if averaged else None
     return sessions.fit(s, optimizer, state, callbacks, _after_training(s, evaluate_after), ema_weights)
+
+
+def check_resume(run: str | Path, *, unfreeze: bool = False, **changes) -> None:
+    """What :func:`resume` would refuse before reading any data (unknown changes, an LR decayed to
+    nothing), refused now: before ``--devices N`` starts its processes."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    ckpt, old, config = resuming.resumed_config(RunDir(run), changes, unfreeze)
+    state = TrainState.from_dict(ckpt["train_state"])
+    diff = resuming.changed(old, config, [*changes, *resuming.UNFROZEN])
+    if diff:
+        resuming.add_segment(state, config, diff, state.segments[-1].steps_per_epoch)
 
 
 def _print_resume(s: sessions.Session, state: TrainState, diff: dict) -> None:
@@ -368,11 +379,14 @@ def demo(
     return run_demo(here, task=task, run=run, data_dir=Path(data_dir) if data_dir else None, console=console)
 
 
-def relaunch(devices: int) -> None:
+def relaunch(devices: int, *, device: str | None = None, sync_bn: bool | None = None) -> None:
     """With ``devices`` other than 1, replace this process by torchrun starting that many copies of
-    the same command, unless this process already is one of them."""
-    if devices != 1 and "WORLD_SIZE" not in os.environ:
-        distributed.relaunch_under_torchrun(devices)
+    the same command, unless this process already is one of them (under torchrun or srun). What
+    several processes cannot do fails here, before any starts."""
+    if devices == 1 or distributed.from_environment().enabled:
+        return
+    distributed.check_sync_batchnorm(sync_bn, choose_device(device or "auto"))
+    distributed.relaunch_under_torchrun(devices)
 
 
 def summarise(dataset) -> dict:

@@ -272,7 +272,7 @@ def train(
             cfg, None, api.count_images(cfg.data, cfg.format, cfg.allow_outside_root), "schedule.png"
         )
         return
-    api.relaunch(devices)
+    api.relaunch(devices, device=cfg.device, sync_bn=cfg.sync_bn)
     run = api.train(cfg, console, evaluate_after=not no_eval)
     if json_:
         _print_json("train", api.run_summary(run))
@@ -331,8 +331,10 @@ def resume(
     _errors_go_to(run)
     if given.get("lr") == "auto":
         raise ConfigError("--lr auto picks the LR of a new run (lanner train); resume takes a number")
-    api.relaunch(devices)
     flags = {"unfreeze": True} if unfreeze else {}  # only what was given reaches the api
+    if devices != 1:  # refused here rather than once in each process
+        api.check_resume(run, **flags, **_nested(given))
+    api.relaunch(devices, device=given.get("device"), sync_bn=given.get("sync_bn"))
     api.resume(run, console, evaluate_after=not no_eval, **flags, **_nested(given))
     if json_:
         _print_json("resume", api.run_summary(run))

@@ -337,6 +337,11 @@ class TrainConfig(BaseModel):
     seed: int = option(0, help="random seed (split, order, augmentation)")
     device: str = option("auto", help="auto, cpu, cuda, cuda:1")
     precision: Precision = option("auto", help="numeric precision")
+    sync_bn: bool | None = option(
+        help="several processes: BatchNorm statistics over all their batches (SyncBatchNorm, GPUs only; "
+        "default: on for detection on several GPUs)",
+        commands=("train", "resume"),
+    )
     workers: int | None = option(help="processes decoding images into the cache (default: one per CPU)", ge=1)
     cache_dir: str | None = option(help="decoded-image cache (default: $LANNER_CACHE or ~/.cache/lanner)")
     max_image_pixels: int | None = option(

@@ -10,10 +10,18 @@ processes over gloo (so the whole path is tested on a CPU-only machine).
 The division of labour: every process trains on its own share of each epoch's batches (round k
 gives process r the epoch's batch k x N + r, so an epoch still covers every image, the last round
 wrapping to the epoch's first batches when the batches do not divide evenly: every process takes
-the same number of steps). Gradients are averaged by DDP. Process 0 alone validates, writes
-history, plots and checkpoints, and broadcasts the metrics, so every process takes the same
-decisions (best epoch, early stopping). A Ctrl-C or SIGTERM seen by any process stops all of
-them after the same step, and process 0 saves the resumable checkpoint.
+the same number of steps). Gradients are averaged by DDP. A task that validates in parts
+(detection, tiled detection) gives each process a contiguous part of the validation images and
+gathers the predictions on process 0, which scores them (the same numbers as one process); other
+tasks validate on process 0 alone. Process 0 writes history, plots and checkpoints, and broadcasts
+the metrics, so every process takes the same decisions (best epoch, early stopping). With
+``--time`` process 0's budget plan and clock are broadcast, and every step all processes agree
+whether the budget is spent. A Ctrl-C or SIGTERM seen by any process stops all of them after the
+same step, and process 0 saves the resumable checkpoint.
+
+Under SLURM (``srun lanner train ...``, one task per GPU) the process's place comes from
+``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID`` when torchrun's variables are absent, and
+the rendezvous address from ``MASTER_ADDR`` or else the first host of ``SLURM_NODELIST``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -52,12 +61,43 @@ class Distributed:
 SINGLE = Distributed()
 
 
-def from_environment() -> Distributed:
-    """The process's place in the group, from the variables torchrun sets (single when absent)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def from_environment(env: dict | None = None) -> Distributed:
+    """The process's place in the group: torchrun's variables, else SLURM's (single when neither)."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env:
+        world = int(env["WORLD_SIZE"])
+        rank, local = env.get("RANK", "0"), env.get("LOCAL_RANK", "0")
+    else:  # srun sets the step's task count; SLURM_NTASKS is the allocation's
+        world = int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")))
+        rank, local = env.get("SLURM_PROCID", "0"), env.get("SLURM_LOCALID", "0")
     if world <= 1:
         return SINGLE
-    return Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed(_whole(rank, "rank"), world, _whole(local, "local rank"))
+
+
+def _whole(text: str, what: str) -> int:
+    if not text.strip().isdigit():
+        raise ConfigError(f"the {what} in the environment is {text!r}: expected a whole number")
+    return int(text)
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[07-09,12],cpu1`` -> ``gpu07``."""
+    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if m is None:
+        raise ConfigError(f"SLURM_NODELIST {nodelist!r}: cannot read a host name from it")
+    name, ranges = m.groups()
+    return name if ranges is None else name + ranges.split(",")[0].split("-")[0]
+
+
+def rendezvous_environment(env: dict | None = None) -> dict[str, str]:
+    """MASTER_ADDR and MASTER_PORT for the process group: as given (torchrun sets them), else the
+    first SLURM host and a port taken from the job id (every task of a job picks the same)."""
+    env = os.environ if env is None else env
+    addr = env.get("MASTER_ADDR") or first_host(env.get("SLURM_NODELIST", "127.0.0.1"))
+    job = env.get("SLURM_JOB_ID", "")
+    port = env.get("MASTER_PORT") or str(15000 + int(job) % 20000 if job.isdigit() else 29500)
+    return {"MASTER_ADDR": addr, "MASTER_PORT": port}
 
 
 def relaunch_under_torchrun(devices: int) -> None:
@@ -75,6 +115,8 @@ def start(dist: Distributed, device: torch.device) -> torch.device:
         return device
     if device.type == "cuda":
         gpus = torch.cuda.device_count()
+        if gpus == 1:  # SLURM's --gpus-per-task: each process sees its own GPU only
+            dist = Distributed(dist.rank, dist.world, 0)
         if dist.local_rank >= gpus:
             raise ConfigError(
                 f"process {dist.local_rank} of this machine has no GPU of its own ({gpus} GPUs): "
@@ -87,6 +129,7 @@ def start(dist: Distributed, device: torch.device) -> torch.device:
         per_process = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)))
         torch.set_num_threads(per_process)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    os.environ.update(rendezvous_environment())
     torch_dist.init_process_group(backend, rank=dist.rank, world_size=dist.world, timeout=SETUP_TIMEOUT)
     return device
 
@@ -153,6 +196,12 @@ class ShardedTask:
     def train_batches(self, epoch: int, skip: int = 0):
         return self.task.train_batches(epoch, skip, shard=(self.dist.rank, self.dist.world))
 
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """In parts when the task can (``validates_in_parts``): metrics on process 0, {} elsewhere."""
+        if getattr(self.task, "validates_in_parts", False):
+            return self.task.validate(model, Part(self.dist))
+        return self.task.validate(model)
+
     def __getattr__(self, name: str):
         return getattr(self.task, name)
 
@@ -167,9 +216,52 @@ def shard_batches(total: int, skip: int, rank: int, world: int) -> list[int]:
     return [(k * world + rank) % total for k in range(skip, rounds)]
 
 
-def check_supported(config, dist: Distributed) -> None:
-    """Settings whose several-process version is not built yet: a clear error, not a hang."""
-    if not dist.enabled:
-        return
-    if config.time:
-        raise ConfigError("--time is not supported with several processes yet: give --epochs")
+class Part:
+    """One process's contiguous part of a list of work (validation images), and every process's
+    results gathered back in the list's order (on process 0, which scores them)."""
+
+    def __init__(self, dist: Distributed = SINGLE) -> None:
+        self.dist = dist
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def of(self, items):
+        n, rank, world = len(items), self.dist.rank, self.dist.world
+        return items[n * rank // world : n * (rank + 1) // world]
+
+    def gather(self, results: list) -> list:
+        """Every process's ``results`` concatenated in rank order, on process 0 ([] elsewhere)."""
+        if not self.dist.enabled:
+            return list(results)
+        parts = [None] * self.dist.world if self.dist.is_main else None
+        torch_dist.gather_object(list(results), parts, dst=0)
+        return [x for part in parts for x in part] if self.dist.is_main else []
+
+
+WHOLE = Part()
+
+
+def use_sync_batchnorm(wanted: bool | None, by_default: bool, device: torch.device, world: int) -> bool:
+    """``--sync-bn``: BatchNorm statistics over every process's batch. By default (``wanted`` None)
+    on where the task says so (detection: small per-GPU batches) on several GPUs; torch runs it on
+    GPUs only."""
+    check_sync_batchnorm(wanted, device)
+    if wanted is None:
+        return by_default and device.type == "cuda" and world > 1
+    return wanted and world > 1
+
+
+def check_sync_batchnorm(wanted: bool | None, device: torch.device) -> None:
+    if wanted and device.type != "cuda":
+        raise ConfigError(
+            f"--sync-bn needs GPUs: torch's SyncBatchNorm does not run on {device.type}; "
+            "leave it out (each process then keeps its own BatchNorm statistics)"
+        )
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """BatchNorm layers replaced by SyncBatchNorm sharing the same parameters and buffers (the
+    optimizer and the checkpoint's keys are unchanged)."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

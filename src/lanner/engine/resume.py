@@ -14,7 +14,7 @@ from lanner.engine.trainer import TrainState
 from lanner.errors import ConfigError
 from lanner.rundir import RunDir
 
-RESUMABLE = ("lr", "epochs", "schedule", "patience", "monitor", "time")
+RESUMABLE = ("lr", "epochs", "schedule", "patience", "monitor", "time", "sync_bn")
 UNFROZEN = {"freeze": None, "freeze_epochs": 0}  # what --unfreeze changes
 
 

@@ -71,7 +71,7 @@ def start(
     if config.max_image_pixels is not None:
         set_max_image_pixels(config.max_image_pixels)
     dist = distributed.from_environment()
-    distributed.check_supported(config, dist)
+    distributed.check_sync_batchnorm(config.sync_bn, choose_device(config.device))
     device = distributed.start(dist, choose_device(config.device))
     console = console if dist.is_main else Console(quiet=True)  # one process speaks
     fresh, created = run_dir is None, False
@@ -245,8 +245,12 @@ def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback, ema_
         ema_decay=config.ema,
         ema_weights=ema_weights,
     )
+    model = prepared.model
+    by_default = getattr(prepared.task, "sync_batchnorm_by_default", False)
+    if distributed.use_sync_batchnorm(config.sync_bn, by_default, s.device, s.dist.world):
+        model = distributed.sync_batchnorm(model)
     return Trainer(
-        task=prepared.task, model=prepared.model, optimizer=optimizer, state=state, context=context,
+        task=prepared.task, model=model, optimizer=optimizer, state=state, context=context,
         settings=settings, callbacks=callbacks,
     )  # fmt: skip
 

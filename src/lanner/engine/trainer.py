@@ -256,7 +256,7 @@ class Trainer:
                 st.step_in_epoch += 1
                 progress.update(bar, advance=1, loss=loss)
                 self._maybe_fit_time_budget(start, st.step_in_epoch - epoch_start_step)
-                if self._stop_agreed(stop) or self._budget_spent(start):
+                if self._stop_agreed(stop, self._budget_spent(start)):
                     break
         elapsed = time.perf_counter() - start
         st.train_seconds += elapsed
@@ -269,9 +269,10 @@ class Trainer:
         st.partial_images += int(loss_n)
         return st.partial_loss_sum / max(st.partial_images, 1)
 
-    def _stop_agreed(self, stop: _StopFlag) -> bool:
-        """Whether to stop now; with several processes, all stop after the same step (or none)."""
-        return distributed.any_process(stop.requested, self.dist, self.device)
+    def _stop_agreed(self, stop: _StopFlag, budget_spent: bool = False) -> bool:
+        """Whether to stop now (a signal, or the --time budget spent on this process's clock); with
+        several processes, all stop after the same step (or none)."""
+        return distributed.any_process(stop.requested or budget_spent, self.dist, self.device)
 
     def _step(self, batch) -> tuple[float, int]:
         lr = lr_at(self.state.segments, self.state.step)
@@ -310,7 +311,8 @@ class Trainer:
         improved = self._update_best(metrics)
         # The wall time of this epoch so far (the checkpoint written next is the only part left out).
         self._epoch_wall = time.perf_counter() - epoch_start
-        st.wall_seconds += self._epoch_wall
+        # Process 0's clock is the run's: every process then decides the same about the budget.
+        st.wall_seconds = self._agreed(st.wall_seconds + self._epoch_wall)
         self._refit_time_budget(epoch_time)
         if self.dist.is_main:
             self._write_outputs(improved)
@@ -335,7 +337,9 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         self.model.eval()
         metrics = {}
-        if self.dist.is_main:  # the others wait for its metrics, so every process decides alike
+        # Each process validates its part when the task can; else process 0 alone while the others
+        # wait. Process 0's metrics are broadcast, so every process decides alike.
+        if self.dist.is_main or getattr(self.task, "validates_in_parts", False):
             with torch.no_grad(), self._autocast():
                 metrics = self.task.validate(self.kept_model)
         return distributed.broadcast(metrics, self.dist)
@@ -368,7 +372,10 @@ class Trainer:
             )
             return True
         budget = self.time_budget_s
-        if budget is not None and st.epoch < st.total_epochs and self._budget_left() <= 0:
+        # An epoch the clock cut short ends a plan that is no longer re-fitted (after an unfreeze
+        # or a resume: a later segment), rather than starting epochs the clock cuts at once.
+        cut = self._epoch_steps < self.steps_per_epoch and len(st.segments) > 1
+        if budget is not None and st.epoch < st.total_epochs and (self._budget_left() <= 0 or cut):
             spent = f"{st.wall_seconds:.0f}s of {budget:.0f}s"
             self.console.print(f"time budget reached after epoch {st.epoch} ({spent})")
             return True
@@ -413,6 +420,7 @@ class Trainer:
         scored = task.num_val_images + len(getattr(task, "train_eval_idx", ()))
         self._overhead_s = estimated_overhead(step_s, task.batch_size, scored)
         plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
+        plan, self._overhead_s, step_s = self._agreed((plan, self._overhead_s, step_s))
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
 
@@ -431,6 +439,9 @@ class Trainer:
             self._space_validation(self._overhead_s, train_s)
         overhead = self._overhead_s / self._validate_every  # what an epoch costs on average
         plan = plan_steps(self._budget_left(), self.steps_per_epoch, step_s, overhead)
+        plan, self._overhead_s, self._validate_every = self._agreed(
+            (plan, self._overhead_s, self._validate_every)
+        )
         self._lay_out(BudgetPlan(st.step + plan.steps, st.epoch + plan.epochs), step_s, f"epoch {st.epoch}")
 
     def _space_validation(self, validation_s: float, train_s: float) -> None:
@@ -453,6 +464,10 @@ class Trainer:
         )
         if plan.steps < FEW_STEPS and seg.reason != "timed":
             self.console.print(f"[yellow]{too_few_steps(plan.steps)}[/]")
+
+    def _agreed(self, value):
+        """Process 0's ``value`` on every process (what several processes must decide alike)."""
+        return distributed.broadcast(value, self.dist)
 
     def _budget_left(self) -> float:
         return (self.time_budget_s or 0.0) - (self.state.wall_seconds - self._wall_at_start)

@@ -22,6 +22,7 @@ from lanner.data.detections import Detections
 from lanner.data.images import image_size
 from lanner.data.records import Dataset, ImageRecord, Issue
 from lanner.data.tiling import TileIndex, decode_upright, make_tiles, tile_windows
+from lanner.engine.distributed import WHOLE, Part
 from lanner.errors import ConfigError, DataError
 from lanner.eval.detection import evaluate_detections
 from lanner.predict.tiled import Tiling, predict_tiled
@@ -176,12 +177,17 @@ class TiledDetectionTask(DetectionTask):
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return chosen[torch.randperm(len(chosen), generator=g).numpy()]
 
-    def validate(self, model) -> dict[str, float]:
+    def validate(self, model, part: Part = WHOLE) -> dict[str, float]:
+        """mAP on the full validation images; with several processes each detects on its ``part``
+        of the images and process 0 gathers and scores them (the others return {})."""
         if not self.full_val.records:
             return {}
         # The batch size is chosen once (a timed search on a GPU), not every epoch.
         self.tiling = self.tiling.for_device(model, self.device)
-        detections = detect_tiled(model, self.full_val.records, self.tiling, self.device)
+        mine = part.of(self.full_val.records)
+        detections = part.gather(detect_tiled(model, mine, self.tiling, self.device))
+        if not part.is_main:
+            return {}
         metrics = evaluate_detections(self.full_val, detections, score_threshold=self.score_threshold)
         return {
             "val_map": nan_if_none(metrics["map"]),

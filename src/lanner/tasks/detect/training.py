@@ -24,7 +24,7 @@ from lanner.data.box_transforms import (
 from lanner.data.detections import Detections
 from lanner.data.pixels import batch_generator, to_float
 from lanner.data.records import Dataset
-from lanner.engine.distributed import shard_batches
+from lanner.engine.distributed import WHOLE, Part, shard_batches
 from lanner.eval.detection import evaluate_detections
 from lanner.predict.tta import detect_views, fuse_views
 from lanner.tasks.base import TrainRecipe
@@ -97,6 +97,8 @@ class DetectionTask:
     """Supplies the trainer with batches, loss and COCO validation metrics for object detection."""
 
     monitor = "val_map"
+    validates_in_parts = True  # with several processes, each validates its part (see validate)
+    sync_batchnorm_by_default = True  # several GPUs: per-GPU batches are small (see --sync-bn)
     normalize: dict | None = None  # the pretrained backbone's mean/std, when not ImageNet's (prepare sets it)
 
     def __init__(
@@ -170,24 +172,21 @@ class DetectionTask:
         losses = model(images, targets)
         return sum(losses.values()), len(images)
 
-    def validation_loss(self, model: nn.Module) -> float:
-        """The training loss on validation canvases: no augmentation, BN statistics left untouched."""
+    def validation_loss(self, model: nn.Module, idx: np.ndarray) -> tuple[float, int]:
+        """The training loss summed over the cached images ``idx`` (no augmentation, BN statistics
+        left untouched), and their count."""
         model.train()
         _freeze_batchnorm(model)
-        total, n = 0.0, 0
+        total = 0.0
         try:
-            for start in range(0, len(self.val_idx), EVAL_BATCH):
-                idx = self.val_idx[start : start + EVAL_BATCH]
-                x = list(to_float(self.cache.images[idx], self.device))
-                targets = to_model_targets([self.targets[i] for i in idx], self.label_offset, self.device)
-                total += float(sum(model(x, targets).values())) * len(idx)
-                n += len(idx)
+            for start in range(0, len(idx), EVAL_BATCH):
+                chunk = idx[start : start + EVAL_BATCH]
+                x = list(to_float(self.cache.images[chunk], self.device))
+                targets = to_model_targets([self.targets[i] for i in chunk], self.label_offset, self.device)
+                total += float(sum(model(x, targets).values())) * len(chunk)
         finally:
             model.eval()
-        return total / max(n, 1)
-
-    def predict_val(self, model: nn.Module) -> list[Detections]:
-        return self.predict_cached(model, self.val_idx)
+        return total, len(idx)
 
     def predict_cached(self, model: nn.Module, idx: np.ndarray) -> list[Detections]:
         return detect_canvases(model, self.cache.images[idx], self.cache.sizes[idx], self.device)
@@ -198,16 +197,23 @@ class DetectionTask:
         metrics = evaluate_detections(images, predictions, score_threshold=self.score_threshold)
         return {f"{prefix}_{k}": nan_if_none(metrics[k]) for k in ("map", "map50", "map75")}
 
-    def validate(self, model) -> dict[str, float]:
-        """Val loss and mAP, and the same mAP on the fixed sample of training images (no augmentation)."""
+    def validate(self, model, part: Part = WHOLE) -> dict[str, float]:
+        """Val loss and mAP, and the same mAP on the fixed sample of training images (no augmentation).
+
+        With several processes each takes its ``part`` of the images; process 0 gathers the
+        predictions in order and scores them (the others return {})."""
         if len(self.val_idx) == 0:
             return {}
+        losses = part.gather([self.validation_loss(model, part.of(self.val_idx))])
+        val_preds = part.gather(self.predict_cached(model, part.of(self.val_idx)))
+        train_preds = part.gather(self.predict_cached(model, part.of(self.train_eval_idx)))
+        if not part.is_main:
+            return {}
         metrics = {
-            "val_loss": self.validation_loss(model),
-            **self.coco_metrics(self.val_idx, self.predict_val(model), "val"),
+            "val_loss": sum(t for t, _ in losses) / max(sum(n for _, n in losses), 1),
+            **self.coco_metrics(self.val_idx, val_preds, "val"),
         }
         if len(self.train_eval_idx):
-            train_preds = self.predict_cached(model, self.train_eval_idx)
             metrics |= self.coco_metrics(self.train_eval_idx, train_preds, "train")
         return metrics
 
