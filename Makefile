@@ -21,8 +21,9 @@ browser:
 lint: $(BIN)/lanner
 	$(BIN)/ruff check src tests benchmarks
 
+# Two workers (a 2-core CI machine), whole test files each, so module fixtures are built once.
 test: $(BIN)/lanner browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
