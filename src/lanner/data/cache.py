@@ -44,12 +44,12 @@ def square_pixels(img: Image.Image, size: int) -> np.ndarray:
     new_w, new_h = _resized(w, h, size)
     if max(w, h) > 4 * new_w:
         img.draft("RGB", (new_w, new_h))  # JPEG: decode at reduced size first, much faster for huge photos
-    return _centre_crop(img, new_w, new_h, size), (w, h)
+    return _centre_crop(img, new_w, new_h, size)
 
 
 def preprocess_image(img: Image.Image, size: int) -> np.ndarray:
     """:func:`preprocess` for an upright RGB image already in memory."""
-    return _centre_crop(img, *_resized(*img.size, size), size)
+    return square_pixels(img, size)
 
 
 def _resized(w: int, h: int, size: int) -> tuple[int, int]:
