@@ -47,11 +47,6 @@ def square_pixels(img: Image.Image, size: int) -> np.ndarray:
     return _centre_crop(img, new_w, new_h, size)
 
 
-def preprocess_image(img: Image.Image, size: int) -> np.ndarray:
-    """:func:`preprocess` for an upright RGB image already in memory."""
-    return square_pixels(img, size)
-
-
 def _resized(w: int, h: int, size: int) -> tuple[int, int]:
     """(width, height) with the shorter side at ``size``."""
     scale = size / min(w, h)

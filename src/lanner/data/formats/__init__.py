@@ -33,6 +33,19 @@ class Format:
 _FORMATS: dict[str, Format] = {}
 
 
+def annotation_file(
+    path: Path, suffix: str, accepts: Callable[[Path], bool], preferred: str | None = None
+) -> Path | None:
+    """``path`` when it is an annotation file of a format (``suffix``, and ``accepts`` it), else the
+    ``preferred`` such file at the top of the folder ``path``, else its first one; None when none."""
+    if path.is_file():
+        return path if path.suffix.lower() == suffix and accepts(path) else None
+    if not path.is_dir():
+        return None
+    found = [f for f in sorted(path.glob(f"*{suffix}")) if accepts(f)]
+    return next((f for f in found if f.name == preferred), found[0] if found else None)
+
+
 def register_format(fmt: Format) -> Format:
     if fmt.name in _FORMATS:
         raise ValueError(f"format {fmt.name!r} is already registered")

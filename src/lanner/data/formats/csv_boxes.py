@@ -21,7 +21,7 @@ import csv
 import os
 from pathlib import Path
 
-from lanner.data.formats import Format, register_format
+from lanner.data.formats import Format, annotation_file, register_format
 from lanner.data.formats.csv import (
     BOX_COLUMNS,
     LABEL_COLUMNS,
@@ -52,13 +52,7 @@ WRITE_COLUMNS = ["path", "xmin", "ymin", "xmax", "ymax", "label", "width", "heig
 
 def _box_csv(path: Path) -> Path | None:
     """``path`` when it is a detection CSV, or the one detection CSV at the top of a folder."""
-    if path.is_file():
-        return path if path.suffix.lower() == ".csv" and is_detection_csv(path) else None
-    if not path.is_dir():
-        return None
-    found = [f for f in sorted(path.glob("*.csv")) if is_detection_csv(f)]
-    preferred = [f for f in found if f.name == ANNOTATION_FILE]
-    return (preferred or found or [None])[0]
+    return annotation_file(path, ".csv", is_detection_csv, ANNOTATION_FILE)
 
 
 def sniff(path: Path) -> bool:

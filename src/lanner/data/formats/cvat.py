@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from lanner._io import write_atomic
-from lanner.data.formats import Format, register_format
+from lanner.data.formats import Format, annotation_file, register_format
 from lanner.data.paths import Confinement
 from lanner.data.records import Dataset, canonical_split
 from lanner.data.validate import (
@@ -51,13 +51,7 @@ def _is_cvat_xml(path: Path) -> bool:
 
 def _cvat_file(path: Path) -> Path | None:
     """``path`` when it is a CVAT XML, else ``annotations.xml`` (or the one such XML) in the folder."""
-    if path.is_file():
-        return path if path.suffix.lower() == ".xml" and _is_cvat_xml(path) else None
-    if not path.is_dir():
-        return None
-    found = [f for f in sorted(path.glob("*.xml")) if _is_cvat_xml(f)]
-    preferred = [f for f in found if f.name == ANNOTATION_FILE]
-    return (preferred or found or [None])[0]
+    return annotation_file(path, ".xml", _is_cvat_xml, ANNOTATION_FILE)
 
 
 def sniff(path: Path) -> bool:

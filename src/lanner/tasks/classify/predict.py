@@ -12,7 +12,7 @@ from rich.console import Console
 
 from lanner._io import write_text
 from lanner.config import InferenceOptions
-from lanner.data.cache import preprocess, preprocess_image
+from lanner.data.cache import preprocess, square_pixels
 from lanner.data.pixels import Preprocessing, eval_batch
 from lanner.errors import ConfigError, DataError
 from lanner.predict.inputs import expand_inputs
@@ -53,7 +53,7 @@ def classify_images(loaded: LoadedRun, images: list, topk: int, batch_size: int 
     k, classes, out = min(topk, len(loaded.classes)), loaded.classes, []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        arrays = np.stack([preprocess_image(img, prep.cache_size) for img in chunk])  # [B, S, S, 3]
+        arrays = np.stack([square_pixels(img, prep.cache_size) for img in chunk])  # [B, S, S, 3]
         probs = loaded.model(eval_batch(arrays, prep, loaded.device)).float().softmax(1).cpu()  # [B, C]
         for scores, idx in zip(*probs.topk(k), strict=True):
             top = [(classes[int(i)], float(s)) for s, i in zip(scores, idx, strict=True)]
