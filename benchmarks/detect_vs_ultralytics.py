@@ -1,4 +1,4 @@
-"""lanner's default CPU detector against Ultralytics YOLO11n, both from scratch, same wall-clock budget.
+"""lanner's default CPU detector vs Ultralytics YOLO11n and YOLO26n, from scratch, equal wall-clock budget.
 
     .venv/bin/pip install ultralytics   # once; the benchmark never downloads anything else
     .venv/bin/python benchmarks/detect_vs_ultralytics.py [--minutes 15] [--data DIR] [--out FILE.json]
@@ -8,7 +8,7 @@ Both train on the ``train`` split of rbc_roboflow_coco for ``--minutes`` each (l
 then scored by the same code on the same images (``valid`` + ``test``): lanner's
 :func:`~lanner.eval.detection.evaluate_detections` (COCOeval, tested equal to pycocotools), with
 every prediction down to score 0.001 and at most 100 per image. YOLO11n is built from its yaml
-(``YOLO("yolo11n.yaml")``): random init, like lanner. Ultralytics would fetch Arial.ttf for its
+(``YOLO("yolo11n.yaml")``, ``--peers``): random init, like lanner. Ultralytics would fetch Arial.ttf for its
 plots; the config dir it reads is pointed at a temporary folder holding matplotlib's DejaVuSans
 under that name, and plots are off.
 """
@@ -108,12 +108,15 @@ def yolo_dataset(data: Path, work: Path) -> Path:
     return data_yaml
 
 
-def run_ultralytics(data: Path, minutes: float, work: Path, evaluation: Dataset, imgsz: int) -> dict:
+def run_ultralytics(
+    data: Path, minutes: float, work: Path, evaluation: Dataset, imgsz: int, peer: str = "yolo11n.yaml"
+) -> dict:
     offline_ultralytics(work)
     from ultralytics import YOLO
 
     data_yaml = yolo_dataset(data, work)
-    model = YOLO("yolo11n.yaml")
+    name = Path(peer).stem
+    model = YOLO(peer)
     start = time.perf_counter()
     # Decoded images cached in RAM and default dataloader workers: the same advantages lanner has.
     model.train(
@@ -128,13 +131,13 @@ def run_ultralytics(data: Path, minutes: float, work: Path, evaluation: Dataset,
         amp=False,
         plots=False,
         project=str(work / "ultralytics"),
-        name="yolo11n",
+        name=name,
         exist_ok=True,
         verbose=False,
         seed=0,
     )
     train_s = time.perf_counter() - start
-    best = work / "ultralytics" / "yolo11n" / "weights" / "best.pt"
+    best = work / "ultralytics" / name / "weights" / "best.pt"
     trained = YOLO(str(best))
     detections = []
     for rec in evaluation.records:
@@ -144,7 +147,7 @@ def run_ultralytics(data: Path, minutes: float, work: Path, evaluation: Dataset,
         boxes = result.boxes
         detections.append(Detections(boxes.xyxy.numpy(), boxes.conf.numpy(), boxes.cls.numpy().astype(int)))
     return {
-        "model": "yolo11n.yaml (random init)",
+        "model": f"{peer} (random init)",
         "image_size": imgsz,
         "train_s": round(train_s, 1),
         **coco_scores(evaluation, detections),
@@ -162,6 +165,9 @@ def main() -> None:
         "--image-size", type=int, default=None, help="lanner image size (default: the model's)"
     )
     parser.add_argument("--only", choices=("lanner", "ultralytics"), default=None)
+    parser.add_argument(
+        "--peers", nargs="+", default=["yolo11n.yaml", "yolo26n.yaml"], help="Ultralytics yamls"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep runs here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detect_vs_ultralytics.json"))
     args = parser.parse_args()
@@ -182,9 +188,12 @@ def main() -> None:
         results["lanner"] = run_lanner(args.data, args.minutes, work, evaluation, args.model, args.image_size)
         save(results, args.out)  # kept even if the second half fails
     if args.only in (None, "ultralytics"):
-        results["ultralytics"] = run_ultralytics(args.data, args.minutes, work, evaluation, args.imgsz)
-        save(results, args.out)
-    for name in ("lanner", "ultralytics"):
+        for peer in args.peers:
+            results[Path(peer).stem] = run_ultralytics(
+                args.data, args.minutes, work, evaluation, args.imgsz, peer
+            )
+            save(results, args.out)
+    for name in ("lanner", *(Path(p).stem for p in args.peers)):
         if name in results:
             r = results[name]
             print(
