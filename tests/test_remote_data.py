@@ -178,14 +178,16 @@ def test_a_dotdot_file_name_in_remote_annotations_is_refused(coco_in_memory, cac
     annotations = next(p for p in memory.find("/lanner-test/rbc") if p.endswith(".json"))
     coco = json.loads(memory.cat(annotations))
     image = next(p for p in memory.find("/lanner-test/rbc") if p.endswith((".jpg", ".png")))
-    memory.pipe("/lanner-test/secret.jpg", memory.cat(image))  # exists, outside the dataset's folder
-    coco["images"][0]["file_name"] = "../secret.jpg"
+    memory.pipe("/lanner-test/secret.jpg", memory.cat(image))  # exists remotely, outside the dataset
+    coco["images"][0]["file_name"] = "../secret.jpg"  # never fetched: not under the dataset's URL
+    coco["images"][1]["file_name"] = "../source.json"  # exists locally, beside the mirror's data/
     memory.pipe("/lanner-test/evil/annotations.json", json.dumps(coco).encode())
     for path in memory.find("/lanner-test/rbc"):
         if path != annotations:
             memory.pipe(path.replace("/rbc/", "/evil/", 1), memory.cat(path))
     dataset = read_dataset("memory://lanner-test/evil/annotations.json")
-    assert len(dataset.records) == 5 and any("outside the dataset root" in i.problem for i in dataset.issues)
-    with pytest.raises(DataError, match="outside the dataset root"):
+    problems = {Path(i.path.split(" (image ")[-1].rstrip(")")).name: i.problem for i in dataset.issues}
+    assert len(dataset.records) == 4 and "outside the dataset root" in problems["source.json"], problems
+    assert "not found" in problems["secret.jpg"] and not list(cache.rglob("secret.jpg"))
+    with pytest.raises(DataError, match="source.json resolves outside the dataset root"):
         read_dataset("memory://lanner-test/evil/annotations.json", strict=True)
-    assert not list(cache.rglob("secret.jpg"))

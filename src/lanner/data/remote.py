@@ -217,8 +217,8 @@ def _mirror(fs, root: str, url: str, *, only: list[tuple[str, str]] | None = Non
 def _listed(fs, root: str, url: str) -> list[tuple[str, str]]:
     """(remote path, local name) of every file under ``root``; a name outside it is refused."""
     prefix = root + "/"
-    try:
-        found = fs.find(root)
+    try:  # an HTTP folder's index page is at its URL with the slash (without, servers redirect or 404)
+        found = fs.find(prefix if _is_http(fs) else root)
     except FileNotFoundError as e:
         raise DataError(
             f"{url}: cannot list {fs.unstrip_protocol(root)} ({e}), so its files cannot be fetched "
