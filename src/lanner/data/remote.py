@@ -200,6 +200,7 @@ def _mirror(fs, root: str, url: str, *, only: list[tuple[str, str]] | None = Non
     into its mirror, replacing an older one; the mirror's data folder."""
     source = fs.unstrip_protocol(root)
     final = _mirror_dir(fs, root, [name for _, name in only or []])
+    stale = final.exists()  # a mirror that lacks the file DATA names: replaced (else: one being made)
     files = only if only is not None else _listed(fs, root, url)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # a killed fetch of this same process id
@@ -207,7 +208,7 @@ def _mirror(fs, root: str, url: str, *, only: list[tuple[str, str]] | None = Non
         _download(fs, files, tmp / "data", source)
         fetched = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(tmp / SOURCE_FILE, {"url": source, "files": len(files), "fetched": fetched})
-        _publish(tmp, final)
+        _publish(tmp, final, replace=stale)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _announce(final / "data", f"data: fetched {len(files)} files of {source} into {final / 'data'}")
@@ -262,10 +263,10 @@ def _download(fs, files: list[tuple[str, str]], into: Path, source: str) -> None
         raise DataError(f"{source}: {len(missing)} listed file(s) did not arrive, e.g. {missing[0]}")
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename the complete download into place in one step. A stale mirror there (one lacking a file
-    DATA names) is moved aside first; one another process published meanwhile is kept as it is."""
-    if final.exists():
+def _publish(tmp: Path, final: Path, replace: bool) -> None:
+    """Rename the complete download into place in one step. A stale mirror there (``replace``) is moved
+    aside first; one that another process (a rank of the same training) published meanwhile is kept."""
+    if replace and final.exists():
         aside = final.with_name(f".{final.name}.{os.getpid()}.old")
         os.replace(final, aside)
         shutil.rmtree(aside, ignore_errors=True)
