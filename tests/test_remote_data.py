@@ -20,6 +20,7 @@ from helpers import write_digit_folders
 from lanner import api, cli
 from lanner.data.formats import read_dataset, write_dataset
 from lanner.data.records import Dataset
+from lanner.data.remote import local_dataset
 from lanner.errors import DataError
 
 SRC = Path(cli.__file__).resolve().parents[1]
@@ -191,3 +192,16 @@ def test_a_dotdot_file_name_in_remote_annotations_is_refused(coco_in_memory, cac
     assert "not found" in problems["secret.jpg"] and not list(cache.rglob("secret.jpg"))
     with pytest.raises(DataError, match="source.json resolves outside the dataset root"):
         read_dataset("memory://lanner-test/evil/annotations.json", strict=True)
+
+
+def test_a_mirror_is_reused_until_it_lacks_the_file_asked_for(cache):
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/lanner-test/files/labels.csv", b"first")
+    labels = local_dataset("memory://lanner-test/files/labels.csv")
+    assert labels.read_bytes() == b"first" and (labels.parent.parent / "source.json").is_file()
+    memory.pipe("/lanner-test/files/labels.csv", b"changed")
+    memory.pipe("/lanner-test/files/more.csv", b"new")
+    assert local_dataset("memory://lanner-test/files/labels.csv").read_bytes() == b"first"  # reused
+    more = local_dataset("memory://lanner-test/files/more.csv")  # not in the mirror: all fetched again
+    assert more.parent == labels.parent and more.read_bytes() == b"new" and labels.read_bytes() == b"changed"
+    assert not list(cache.glob("remote/.*"))  # no temp or set-aside folder left behind
