@@ -382,6 +382,34 @@ def test_sigterm_outside_training_exits_143(tmp_path):
 
 
 # --------------------------------------------------------------------------------------- layering
+def test_help_and_shell_completion_answer_without_importing_torch(tmp_path):
+    """`lanner --help` and the shell's TAB (typer's completion protocol, the one --install-completion
+    sets up) never import torch: they take a fraction of a second, not torch's seconds."""
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+        "from lanner.cli import main\nmain()"
+    )
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200", **env}
+        command = [sys.executable, "-c", script, *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+
+    done = run("--help")
+    assert done.returncode == 0 and "Usage: lanner" in done.stdout and "--install-completion" in done.stdout
+    assert "torch imported: False" in done.stderr, done.stderr
+    for words, expected in (("lanner tr", ["train"]), ("lanner train --epo", ["--epochs"])):
+        complete = {
+            "_LANNER_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(words.split()) - 1),
+        }
+        done = run(**complete)
+        assert done.returncode == 0 and done.stdout.split() == expected, done.stdout + done.stderr
+        assert "torch imported: False" in done.stderr, done.stderr
+
+
 def test_config_does_not_import_the_engine(tmp_path):
     done = python(
         "import sys, lanner.config; print(sorted(m for m in sys.modules if m.startswith('lanner.')))",

@@ -62,8 +62,9 @@ def _lazy_module(name: str):
 
 api = _lazy_module("lanner.api")  # the library, reached only through its api
 
+# Completion (--install-completion, or _LANNER_COMPLETE=complete_bash) is answered by typer before
+# any command runs: it never touches `api`, so it costs no torch import.
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
@@ -773,7 +774,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     _errors_go_to(None)
     try:
         with _sigterm_raises():
-            result = app(args=argv, standalone_mode=False)
+            # prog_name: the usage line and the completion variable (_LANNER_COMPLETE) say "lanner"
+            # also under `python -m lanner`.
+            result = app(args=argv, standalone_mode=False, prog_name="lanner")
     except typer.TyperException as e:  # typer bundles click: its ClickException derives from this
         return _usage_error(e)
     except LannerError as e:

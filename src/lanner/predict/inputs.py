@@ -10,14 +10,16 @@ import numpy as np
 from PIL import Image
 
 from lanner.data.images import is_image_file, open_image, upright_rgb
+from lanner.data.remote import is_url, local_copy
 from lanner.errors import DataError
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (searched recursively) and glob patterns -> image paths, in a stable order."""
+    """Files, folders (searched recursively), glob patterns and URLs of files or folders (fetched into
+    lanner's cache, :mod:`lanner.data.remote`) -> image paths, in a stable order."""
     paths: list[Path] = []
     for item in inputs:
-        p = Path(item)
+        p = local_copy(item) if is_url(item) else Path(item)
         if p.is_dir():
             paths += sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
         elif p.is_file():

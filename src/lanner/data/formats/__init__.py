@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lanner.data.records import Dataset, ImageRecord, Issue
+from lanner.data.remote import local_dataset
 from lanner.errors import DataError
 
 
@@ -67,9 +68,9 @@ def get_format(name: str) -> Format:
 
 
 def detect_format(path: str | Path) -> str:
-    """The name of the first registered format whose sniffer recognises ``path``."""
+    """The name of the first registered format whose sniffer recognises ``path`` (a URL: its local mirror)."""
     _load_builtin()
-    path = Path(path)
+    path = local_dataset(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     for fmt in sorted(_FORMATS.values(), key=lambda f: f.priority):
@@ -94,10 +95,12 @@ def read_dataset(
 
     Files named inside annotations must lie inside the dataset root (see :mod:`lanner.data.paths`)
     unless ``allow_outside_root``; ``strict`` turns every problem into a :class:`DataError`.
-    Other keywords (``classes=``, ``on_unknown_class=``) go to the reader.
+    Other keywords (``classes=``, ``on_unknown_class=``) go to the reader. A URL (``https://``,
+    ``s3://``, ...) is read from its local mirror (:mod:`lanner.data.remote`).
     """
+    path = local_dataset(path)
     name = format or detect_format(path)
-    return get_format(name).read(Path(path), strict=strict, allow_outside_root=allow_outside_root, **kwargs)
+    return get_format(name).read(path, strict=strict, allow_outside_root=allow_outside_root, **kwargs)
 
 
 def write_dataset(dataset: Dataset, format: str, out: str | Path) -> Path:
