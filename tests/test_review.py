@@ -32,7 +32,8 @@ from lanner.eval.label_issues import (
 )
 from lanner.models.classifiers import build_classifier
 from lanner.report import collect
-from lanner.tasks.review import ReviewSettings, assign_folds
+from lanner.tasks.review import ReviewSettings
+from lanner.tasks.review_folds import assign_folds
 
 CLASSES = ["a", "b", "c"]
 
