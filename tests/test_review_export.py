@@ -184,7 +184,7 @@ def test_a_review_stopped_in_a_fold_continues_on_a_rerun(tmp_path, monkeypatch, 
     args = ["review", str(run), str(data), "--folds", "2", "--no-report"]
     assert cli.run_cli(args) == 130
     said = " ".join(capsys.readouterr().out.split())
-    assert "review stopped in fold 2/2: folds 1-1 are finished and kept" in said
+    assert "review stopped in fold 2/2: fold 1 is finished and kept" in said
     assert f"Continue with: lanner review {run} {data} --split train --folds 2" in said
     assert "lanner resume" not in said
     assert (run / "review" / "folds" / "fold1" / "predictions.json").is_file()

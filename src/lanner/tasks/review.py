@@ -76,6 +76,8 @@ class ReviewSettings:
             )
         if self.folds:
             self.fold_time()
+        if self.export:
+            review_export.check_target(self.export, self.out, self.force)
 
     def command(self, run: str | Path) -> str:
         """The `lanner review` command line of these settings (what to re-run after a Ctrl-C)."""
@@ -98,8 +100,9 @@ def review_run(run: str | Path, settings: ReviewSettings, train: Train, console:
     settings.check()
     loaded = load_for_inference(run, settings.device)
     if settings.export:
-        protected = [loaded.run.path, Path(settings.data or loaded.config.data)]
-        review_export.check_target(settings.export, settings.out, settings.force, protected)
+        review_export.refuse_inside(
+            settings.out, [loaded.run.path, Path(settings.data or loaded.config.data)]
+        )
     reviewer = loaded.task.reviewer()
     dataset = _review_data(loaded, reviewer, settings.data, console)
     subset, split = select_splits(dataset, settings.split)

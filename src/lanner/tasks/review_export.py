@@ -33,19 +33,25 @@ REMOVE = "suggested:(remove)"  # over a labelled box the model finds nothing nea
 COCO_FILE = "_annotations.coco.json"  # the name lanner's (and Roboflow's) COCO reader looks for
 
 
-def check_target(format: str, out: str | Path | None, force: bool, protected: list[Path]) -> None:
-    """Refuse an unknown format, a missing OUT, or one that holds files (unless ``force``), before any
-    training; never OUT at or above a folder in ``protected`` (the data, the run), even with ``force``."""
+def check_target(format: str, out: str | Path | None, force: bool) -> None:
+    """Refuse an unknown format, a missing OUT, or one that holds files (unless ``force``): before the
+    run is even loaded."""
     if format not in FORMATS:
         raise ConfigError(f"--export {format!r}: unknown export format; give one of {', '.join(FORMATS)}")
     if out is None:
         raise ConfigError(f"--export {format}: give the output folder, e.g. --export {format} fixes/")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise DataError(f"{out}: exists and is not empty; choose a new folder, or --force to replace it")
+
+
+def refuse_inside(out: str | Path, protected: list[Path]) -> None:
+    """Never OUT at or above a folder in ``protected`` (the data, the run), even with --force: it is
+    replaced as a whole."""
     out = Path(out).resolve()
     for folder in protected:
         if folder.resolve().is_relative_to(out):
             raise DataError(f"{out}: holds {folder}; the export must go to a folder of its own")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise DataError(f"{out}: exists and is not empty; choose a new folder, or --force to replace it")
 
 
 def note(row: dict) -> str:

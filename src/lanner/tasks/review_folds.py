@@ -118,7 +118,7 @@ def _rerun_hint(console: Console, k: int, folds: int, hint: str) -> Iterator[Non
     try:
         yield
     except (Interrupted, KeyboardInterrupt) as stop:
-        done = f"folds 1-{k} are finished and kept; " if k else ""
+        done = {0: "", 1: "fold 1 is finished and kept; "}.get(k, f"folds 1-{k} are finished and kept; ")
         console.print(
             f"[yellow]review stopped[/] in fold {k + 1}/{folds}: {done}"
             f"re-run [bold]{escape(hint)}[/] to continue"
