@@ -117,9 +117,8 @@ def test_export_refuses_a_full_folder_and_an_unknown_format(corrupted_boxes, tmp
         == 2
     )
     assert "unknown export format" in capsys.readouterr().out
-    assert (
-        cli.run_cli(["review", str(run), str(data), "--export", "coco", str(data.parent), "--no-report"]) == 2
-    )
+    args = ["review", str(run), str(data), "--export", "coco", str(data.parent), "--force", "--no-report"]
+    assert cli.run_cli(args) == 2  # --force never replaces a folder holding the data
     assert "a folder of its own" in " ".join(capsys.readouterr().out.split())
     args = ["review", str(run), str(data), "--export", "coco", str(full), "--force", "--no-report"]
     assert cli.run_cli(args) == 0 and not (full / "keep.txt").exists()
