@@ -26,6 +26,7 @@ from lanner.eval.label_issues import (
     write_issues,
 )
 from lanner.tasks.review_export import REMOVE, SUGGESTED
+from lanner.tasks.review_folds import labels_digest
 
 
 def _earlier_review(run: Path, data: Path, issues, columns) -> None:
@@ -192,3 +193,11 @@ def test_a_review_stopped_in_a_fold_continues_on_a_rerun(tmp_path, monkeypatch, 
     said = " ".join(capsys.readouterr().out.split())
     assert "review fold 1/2: reusing its finished predictions" in said and "review fold 2/2: training" in said
     assert json.loads((run / "review" / "review.json").read_text())["images"] == 24
+
+
+def test_a_fixed_label_trains_the_folds_again(tmp_path):
+    dataset = read_dataset(write_digit_folders(tmp_path / "digits", per_class=2))
+    before = labels_digest(dataset)
+    assert labels_digest(read_dataset(tmp_path / "digits")) == before  # the same labels: reused
+    dataset.records[0].label = (dataset.records[0].label + 1) % len(dataset.classes)
+    assert labels_digest(dataset) != before

@@ -3,13 +3,14 @@
 Each fold lives in RUN/review/folds/fold<k>/: ``data/`` (the training data with the fold held out),
 ``run/`` (the fold's training run; its checkpoints are removed once used) and ``predictions.json``
 (the fold's images, what they were trained with, and the model's predictions on them). A fold whose
-predictions.json matches the fold being asked for is not trained again, so a review stopped half-way
-(Ctrl-C) continues where it stopped when re-run: the finished folds are reused, the interrupted one
-trains again from the start.
+predictions.json matches the fold being asked for (same images, labels, settings) is not trained
+again, so a review stopped half-way (Ctrl-C) continues where it stopped when re-run: the finished
+folds are reused, the interrupted one trains again from the start.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -52,10 +53,10 @@ def out_of_sample(loaded, reviewer, dataset: Dataset, subset: Dataset, settings,
     if settings.refresh:
         shutil.rmtree(root, ignore_errors=True)  # --refresh: every fold trains again
     _remove_other_folds(root, settings.folds)
-    predictions = {}
+    predictions, labels = {}, labels_digest(dataset)
     for k in range(settings.folds):
         held = [r for r, f in zip(subset.records, fold_of, strict=True) if f == k]
-        folder, key = root / f"fold{k + 1}", _fold_key(loaded, held, settings)
+        folder, key = root / f"fold{k + 1}", _fold_key(loaded, held, labels, settings)
         done = _finished(folder, key, reviewer)
         if done is not None:
             console.print(f"[bold]review fold {k + 1}/{settings.folds}[/]: reusing its finished predictions")
@@ -87,10 +88,21 @@ def _fold(loaded, reviewer, dataset: Dataset, held: Dataset, folder: Path, setti
     return found
 
 
-def _fold_key(loaded, held: list, settings) -> dict:
-    """What a fold's predictions depend on: its images, the run's settings and the time per fold."""
+def _fold_key(loaded, held: list, labels: str, settings) -> dict:
+    """What a fold's predictions depend on: its images, every label it trained on (``labels``: their
+    digest; fixed labels train the fold again), the run's settings and the time per fold."""
     config = json.loads(json.dumps(loaded.config.model_dump(mode="json"), default=str))
-    return {"held": sorted(str(r.path) for r in held), "config": config, "time": settings.fold_time()}
+    held_out = sorted(str(r.path) for r in held)
+    return {"held": held_out, "labels": labels, "config": config, "time": settings.fold_time()}
+
+
+def labels_digest(dataset: Dataset) -> str:
+    """A digest of every image's path, split and labels (class, or boxes and their classes)."""
+    digest = hashlib.sha256()
+    for r in dataset.records:
+        digest.update(f"{r.path}|{r.split}|{r.label}|{r.labels.tolist()}|".encode())
+        digest.update(np.round(r.boxes, 2).tobytes())
+    return digest.hexdigest()
 
 
 def _finished(folder: Path, key: dict, reviewer) -> dict | None:
