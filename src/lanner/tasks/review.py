@@ -81,14 +81,9 @@ class ReviewSettings:
 
     def command(self, run: str | Path) -> str:
         """The `lanner review` command line of these settings (what to re-run after a Ctrl-C)."""
-        words = ["lanner", "review", str(run), *([self.data] if self.data else [])]
-        words += [
-            "--split",
-            self.split,
-            "--folds",
-            str(self.folds),
-            *(["--time", self.time] if self.time else []),
-        ]
+        words = ["lanner", "review", str(run), *([self.data] if self.data else []), "--split", self.split]
+        words += ["--folds", str(self.folds), *(["--time", self.time] if self.time else [])]
+        words += ["--device", self.device] if self.device != "auto" else []
         if self.export:
             words += ["--export", self.export, str(self.out), *(["--force"] if self.force else [])]
         return shlex.join(words)
@@ -116,6 +111,7 @@ def review_run(run: str | Path, settings: ReviewSettings, train: Train, console:
     if settings.export:
         rows = read_issues(loaded.run.label_issues)
         summary["export"] = review_export.export_issues(subset, rows, reviewer, settings.export, settings.out)
+        write_json(loaded.run.review / "review.json", summary)  # the report says where the fixes went
         _print_export(console, summary["export"])
     return summary
 
@@ -151,7 +147,7 @@ def _earlier_review(loaded: LoadedRun, settings: ReviewSettings, split: str, con
         summary = json.loads(meta.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    same = summary.get("split") == split and summary.get("data") == settings.data
+    same = "data" in summary and summary.get("split") == split and summary["data"] == settings.data
     if not same or csv.stat().st_mtime < loaded.checkpoint.stat().st_mtime:
         return None
     when = datetime.fromtimestamp(csv.stat().st_mtime).isoformat(sep=" ", timespec="minutes")
