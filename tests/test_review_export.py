@@ -79,6 +79,7 @@ def test_detection_export_round_trip(corrupted_boxes, tmp_path, capsys, fmt):
     said = " ".join(capsys.readouterr().out.split())
     assert "exporting the review of" in said and "exported 1 flagged images with 3 suggestions" in said
     assert sorted(p.name for p in data.rglob("*")) == before  # the source is untouched
+    assert json.loads((run / "review" / "review.json").read_text())["export"]["images"] == 1  # for the report
     assert sorted(p.name for p in out.rglob("*.jpg")) == [given.path.name]  # only the flagged image
     assert cli.run_cli(["check", str(out)]) == 0
     back = read_dataset(out)
