@@ -172,7 +172,7 @@ def test_classification_export_round_trip(tmp_path, capsys):
 # --------------------------------------------------------------------------------------- Ctrl-C in a fold
 def test_a_review_stopped_in_a_fold_continues_on_a_rerun(tmp_path, monkeypatch, capsys):
     data = write_digit_folders(tmp_path / "digits", per_class=8)
-    run = _untrained_run(tmp_path / "run", data)
+    run = _untrained_run(tmp_path / "run", data, epochs=1)  # each fold: one epoch is enough here
     real, calls = api.train, []
 
     def stopped_in_fold_two(config, *args, **kwargs):
