@@ -202,3 +202,11 @@ def test_a_fixed_label_trains_the_folds_again(tmp_path):
     assert labels_digest(read_dataset(tmp_path / "digits")) == before  # the same labels: reused
     dataset.records[0].label = (dataset.records[0].label + 1) % len(dataset.classes)
     assert labels_digest(dataset) != before
+
+
+def test_nothing_flagged_exports_nothing(detection_run, tmp_path, capsys):  # noqa: F811
+    run, data = detection_run
+    _earlier_review(run, data, [], DETECT_COLUMNS)
+    out = tmp_path / "fix"
+    assert cli.run_cli(["review", str(run), str(data), "--export", "labelme", str(out), "--no-report"]) == 0
+    assert "nothing exported" in capsys.readouterr().out and not out.exists()
