@@ -55,12 +55,7 @@ class ClassifyReviewer:
         class and ``suggested:<class>``."""
         marks = {path: f"{SUGGESTED}{r[0]['suggested']} ({note(r[0])})" for path, r in rows.items()}
         if format in IMAGE_LABELS:
-            records = [
-                replace(
-                    r, notes=[marks[str(r.path)]], width=image_size(r.path)[0], height=image_size(r.path)[1]
-                )
-                for r in dataset.records
-            ]
+            records = [_sized(replace(r, notes=[marks[str(r.path)]])) for r in dataset.records]
             return replace(dataset, records=records)
         return whole_image_boxes(dataset, rows)
 
@@ -71,14 +66,11 @@ def whole_image_boxes(dataset: Dataset, rows: dict[str, list[dict]]) -> Dataset:
     classes = [*dataset.classes, *(SUGGESTED + c for c in suggested)]
     records = []
     for record in dataset.records:
-        row = rows[str(record.path)][0]
-        width, height = image_size(record.path)
+        row, record = rows[str(record.path)][0], _sized(record)
         records.append(
             replace(
                 record,
-                width=width,
-                height=height,
-                boxes=np.array([[0, 0, width, height]] * 2, np.float32),
+                boxes=np.array([[0, 0, record.width, record.height]] * 2, np.float32),
                 labels=np.array([record.label, classes.index(SUGGESTED + row["suggested"])], np.int64),
                 iscrowd=np.zeros(2, bool),
                 label=None,
@@ -86,3 +78,9 @@ def whole_image_boxes(dataset: Dataset, rows: dict[str, list[dict]]) -> Dataset:
             )
         )
     return replace(dataset, classes=classes, records=records, task="detect")
+
+
+def _sized(record):
+    """``record`` with its image's width and height (the annotation files state them)."""
+    width, height = image_size(record.path)
+    return replace(record, width=width, height=height)
