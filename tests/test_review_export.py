@@ -16,7 +16,7 @@ from test_review import _flipped_digits, _isolated, _untrained_run, detection_ru
 from lanner import api, cli
 from lanner.data.detections import Detections
 from lanner.data.formats import read_dataset, write_dataset
-from lanner.data.records import ImageRecord
+from lanner.data.records import Dataset, ImageRecord
 from lanner.errors import Interrupted
 from lanner.eval.label_issues import (
     CLASSIFY_COLUMNS,
@@ -25,6 +25,7 @@ from lanner.eval.label_issues import (
     detection_issues,
     write_issues,
 )
+from lanner.tasks.detect.review import DetectReviewer
 from lanner.tasks.review_export import REMOVE, SUGGESTED
 from lanner.tasks.review_folds import labels_digest
 
@@ -210,3 +211,16 @@ def test_nothing_flagged_exports_nothing(detection_run, tmp_path, capsys):  # no
     out = tmp_path / "fix"
     assert cli.run_cli(["review", str(run), str(data), "--export", "labelme", str(out), "--no-report"]) == 0
     assert "nothing exported" in capsys.readouterr().out and not out.exists()
+
+
+def test_a_spurious_box_is_marked_for_removal_over_the_labelled_box():
+    record = ImageRecord(
+        Path("a.png"), 100, 100, boxes=np.array([[10, 10, 40, 40]], float), labels=np.array([0])
+    )
+    row = {"path": "a.png", "kind": "spurious_box", "given": "cat", "suggested": "cat", "score": 0.5}
+    row |= dict(zip(("x1", "y1", "x2", "y2"), (10.0, 10.0, 40.0, 40.0), strict=True))
+    marked = DetectReviewer().marked(Dataset(["cat"], [record], "detect"), {"a.png": [row]}, "coco")
+    (out,) = marked.records
+    assert marked.classes == ["cat", REMOVE] and out.labels.tolist() == [0, 1]
+    assert out.boxes.tolist() == [[10, 10, 40, 40]] * 2
+    assert out.notes == ["", "lanner: spurious_box score 0.500, labelled cat"]
