@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from lanner.data.formats import detect_format, get_format, read_dataset
+from lanner.data.formats import detect_format, get_format, read_dataset, write_dataset
 from lanner.errors import DataError
 
 ROBOFLOW_SPLITS = {"train": "train", "valid": "val", "test": "test"}
@@ -219,6 +219,23 @@ def test_labelme_labels_txt_fixes_the_class_list(shared_data):
     ds = read_dataset(base)
     labels = [c for c in (base / "labels.txt").read_text().splitlines() if c]
     assert ds.classes == labels[2:] and labels[:2] == ["__ignore__", "_background_"]
+
+
+def test_labelme_classification_flags_read_and_write_back(shared_data, tmp_path):
+    """labelme's own classification example (image-level flags, no shapes) is a classification set."""
+    base = shared_data / "labelme_examples/examples/classification/data_annotated"
+    ds = read_dataset(base)
+    flags = {p.stem: json.loads(p.read_text())["flags"] for p in base.glob("*.json")}
+    assert ds.task == "classify" and ds.classes == ["cat", "dog"]
+    assert {r.path.stem: ds.classes[r.label] for r in ds.records} == {
+        stem: next(k for k, on in f.items() if on) for stem, f in flags.items()
+    }
+    write_dataset(ds, "labelme", tmp_path / "out")
+    assert (tmp_path / "out" / "flags.txt").read_text().split() == ["__ignore__", "cat", "dog"]
+    back = read_dataset(tmp_path / "out")
+    assert back.classes == ds.classes and sorted(r.label for r in back.records) == sorted(
+        r.label for r in ds.records
+    )
 
 
 # -- CSV with boxes --------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from lanner.eval.label_issues import (
 )
 from lanner.models.classifiers import build_classifier
 from lanner.report import collect
-from lanner.tasks.review import ReviewSettings, assign_folds
+from lanner.tasks.review import ReviewSettings
+from lanner.tasks.review_folds import assign_folds
 
 CLASSES = ["a", "b", "c"]
 
@@ -184,14 +185,14 @@ def _flipped_digits(root: Path) -> dict[str, str]:
     return flipped
 
 
-def _untrained_run(run: Path, data: Path) -> Path:
+def _untrained_run(run: Path, data: Path, epochs: int = 5) -> Path:
     """A run directory with the settings the folds train with (its own weights play no part in a review
     with folds: each fold trains a fresh model)."""
     classes = ["digit0", "digit1", "digit7"]
     model, mean, std = build_classifier("shallownet", len(classes))
     config = make_config(
         {
-            "data": str(data), "run": str(run), "model": "shallownet", "image_size": 16, "epochs": 5,
+            "data": str(data), "run": str(run), "model": "shallownet", "image_size": 16, "epochs": epochs,
             "lr": 0.01, "batch_size": 16, "eval_train": 0, "augment": "none", "val_fraction": 0.1,
             "cache_dir": str(run.parent / "cache"),
         }

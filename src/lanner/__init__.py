@@ -19,7 +19,7 @@ _EXPORTS = {
     **dict.fromkeys(
         (
             "train", "resume", "evaluate", "predict", "check", "convert", "report", "export", "probe",
-            "lr_find", "schedule_preview", "list_models", "demo", "push",
+            "lr_find", "schedule_preview", "list_models", "demo", "push", "review",
         ),
         "lanner.api",
     ),

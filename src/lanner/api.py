@@ -320,15 +320,22 @@ def report(run: str | Path, out: str | Path | None = None) -> Path:
 
 # ------------------------------------------------------------------------------------------ review
 def review(
-    run: str | Path, data: str | None = None, *, split: str = "train", folds: int = 3,
-    time: str | None = None, device: str = "auto", console: Console | None = None, report: bool = True,
+    run: str | Path, data: str | None = None, *, console: Console | None = None, report: bool = True,
+    **options,
 ) -> dict:  # fmt: skip
     """Likely label errors in a split of a run's data (or of ``data``), most likely first, in
-    RUN/review/label_issues.csv (:mod:`lanner.tasks.review`). ``folds`` models, each trained with the
-    run's settings without one fold (``time``: all of them together), predict the images they never
-    saw; ``folds=0`` uses the run's own model (fast, less reliable)."""
+    RUN/review/label_issues.csv (:mod:`lanner.tasks.review`). ``options`` are
+    :class:`~lanner.tasks.review.ReviewSettings`' fields: ``split`` (train), ``folds`` (3): models, each
+    trained with the run's settings without one fold (``time``: all of them together), predict the
+    images they never saw (0: the run's own model, fast and less reliable); ``device``; ``export``
+    ("labelme" or "coco") and ``out``: also the flagged images with the suggestions marked, for an
+    annotation tool (``force``: replace ``out``; an earlier review newer than the checkpoint is
+    exported as it is unless ``refresh``)."""
     console = _console(console)
-    settings = ReviewSettings(data, split, folds, time, device)
+    try:
+        settings = ReviewSettings(data, **options)
+    except TypeError as e:
+        raise ConfigError(f"review: {e}") from None
     summary = review_run(run, settings, lambda config: train(config, console, evaluate_after=False), console)
     if report:
         console.print(f"report: {build_report(Path(run))}")

@@ -608,6 +608,17 @@ def review(
     ] = 3,
     time: Annotated[str | None, Opt(help="training time of all folds together, e.g. 10m")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda, cuda:1")] = "auto",
+    export: Annotated[
+        tuple[str, Path] | None,
+        Opt(
+            metavar="FORMAT OUT",
+            help="also write the flagged images with their labels and the suggestions marked, for an "
+            "annotation tool: --export labelme|coco OUT (an earlier review newer than the checkpoint is "
+            "exported as it is)",
+        ),
+    ] = None,
+    force: Annotated[bool, Opt(help="--export: replace OUT even when it holds files")] = False,
+    refresh: Annotated[bool, Opt(help="review again: reuse no finished fold and no earlier review")] = False,
     no_report: Annotated[bool, Opt("--no-report")] = False,
     *,
     given: dict[str, Any],
@@ -615,9 +626,11 @@ def review(
     """Likely label errors, most likely first, in RUN/review/label_issues.csv (and the report)."""
     _errors_go_to(run)
     _limit_image_pixels(given)  # the fold trainings use the run's own setting
+    fmt, out = export or (None, None)
     api.review(
-        run, data, split=split, folds=folds, time=time, device=device, console=console, report=not no_report
-    )
+        run, data, split=split, folds=folds, time=time, device=device, export=fmt, out=out, force=force,
+        refresh=refresh, console=console, report=not no_report,
+    )  # fmt: skip
 
 
 @app.command()
@@ -782,7 +795,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     except LannerError as e:
         console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
-    except Interrupted:  # the trainer saved a checkpoint and said how to resume
+    except Interrupted as e:  # the trainer saved a checkpoint; the hint says how to continue
+        if e.hint:
+            console.print(f"Continue with: [bold]{escape(e.hint)}[/]", highlight=False, soft_wrap=True)
         return 130
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")

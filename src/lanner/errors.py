@@ -28,6 +28,8 @@ class RunInUseError(LannerError):
 class Interrupted(Exception):
     """Training stopped on Ctrl-C / SIGTERM after saving a resumable checkpoint."""
 
+    hint: str | None = None  # the command that continues (the CLI prints it): set by who knows it
+
 
 class Terminated(BaseException):
     """SIGTERM outside training (where the trainer turns it into a clean stop and ``Interrupted``).

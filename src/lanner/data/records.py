@@ -85,6 +85,9 @@ class ImageRecord:
     split: str | None = None
     image_id: int | None = None  # id in the source file when it had one (COCO)
     scores: np.ndarray | None = None  # [N] a model's confidence per box: predictions only
+    # [N] a remark per box (classification: per image), e.g. a `lanner review` suggestion; written
+    # where a format has room for it (Labelme description or flag, COCO attributes)
+    notes: list[str] | None = None
 
     def __post_init__(self) -> None:
         # Callers building records by hand often leave the crowd flags out: default to "not crowd".

@@ -216,11 +216,12 @@ def fit(
     trainer = _trainer(s, optimizer, state, callbacks, ema_weights)
     try:
         trainer.fit()
-    except Interrupted:
+    except Interrupted as stop:
         s.console.print(
             f"[yellow]stopped[/] at epoch {state.epoch + 1}, step {state.step_in_epoch} of "
-            f"{trainer.steps_per_epoch}; checkpoint saved. Continue with: [bold]lanner resume {s.run_dir}[/]"
+            f"{trainer.steps_per_epoch}; checkpoint saved."
         )
+        stop.hint = f"lanner resume {s.run_dir}"  # a caller that trains for its own ends may say otherwise
         callbacks.on_stop("KILLED")
         raise
     except BaseException:

@@ -557,8 +557,9 @@
     const how = R.folds ? `${R.folds}-fold out-of-sample predictions (models that never saw the image)`
       : "the run's own model (--folds 0: less reliable, it may have trained on these images)";
     const from = R.split ? `lanner review of split ${R.split} (${fmt(R.images)} images) with ${how}: ` : "";
+    const exported = R.export && R.export.images ? ` Exported ${fmt(R.export.images)} flagged images with the suggestions marked to ${R.export.out} (${R.export.format}).` : "";
     const note = el("p", { class: "muted", text: from +
-      `${L.total} likely label errors in review/label_issues.csv, most likely first; ${L.shown} shown. The label as given is dashed, the suggestion solid.` });
+      `${L.total} likely label errors in review/label_issues.csv, most likely first; ${L.shown} shown. The label as given is dashed, the suggestion solid. To fix them in an annotation tool: lanner review RUN --export labelme|coco OUT (the flagged images, their labels as they are, each suggestion marked suggested:<class>).` + exported });
     const kinds = ["all", ...new Set(L.items.map((x) => x.kind))];
     const select = el("select", { id: "issue-kind" }, kinds.map((k) => el("option", { value: k, text: k === "all" ? "all kinds" : k })));
     const grid = el("div", { class: "gallery", id: "issues-grid" });

@@ -9,35 +9,40 @@ very images and tends to agree with their labels.
 
 Each task's plug-in supplies a reviewer (``Task.reviewer()``: its training data, its predictions, its
 rules in :mod:`lanner.eval.label_issues`); the issues go to RUN/review/label_issues.csv, most likely
-first, with RUN/review/review.json saying how they were found.
+first, with RUN/review/review.json saying how they were found. The folds are kept
+(:mod:`lanner.tasks.review_folds`), so a stopped review continues where it stopped.
+
+``export`` (``--export labelme|coco OUT``) also writes the flagged images with their labels and the
+suggestions marked, for an annotation tool (:mod:`lanner.tasks.review_export`); when
+label_issues.csv is newer than the checkpoint and was made for the same data and split, it is
+exported as it is, without reviewing again (``refresh`` reviews again).
 """
 
 from __future__ import annotations
 
-import shutil
+import json
+import shlex
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
-from lanner._io import write_json, write_text
-from lanner.config import TrainConfig, parse_duration
+from lanner._io import write_json
+from lanner.config import parse_duration
 from lanner.data.classes import onto_classes
-from lanner.data.formats import read_dataset, write_dataset
+from lanner.data.formats import read_dataset
 from lanner.data.records import Dataset
 from lanner.data.split import apply_saved_split, select_splits
 from lanner.errors import ConfigError, DataError
-from lanner.eval.label_issues import LabelIssue, sort_issues, write_issues
-from lanner.rundir import RunDir
+from lanner.eval.label_issues import LabelIssue, read_issues, sort_issues, write_issues
+from lanner.tasks import review_export
 from lanner.tasks.loading import LoadedRun, load_for_inference
+from lanner.tasks.review_folds import Train, out_of_sample
 
-Train = Callable[[TrainConfig], Path]  # trains a new run from a config, returns its directory
-HELD_OUT = "test"  # the split name a fold's held-out images get: never trained on, never validated on
 SHOWN = 5  # issues printed in the console summary
 
 
@@ -48,6 +53,10 @@ class ReviewSettings:
     folds: int = 3  # 0: the run's own model
     time: str | None = None  # the budget of all folds' training together, split evenly
     device: str = "auto"
+    refresh: bool = False  # review again: no fold and no label_issues.csv of an earlier review reused
+    export: str | None = None  # labelme | coco: also write the flagged images for an annotation tool
+    out: str | Path | None = None  # where the export goes: a new (or empty) folder
+    force: bool = False  # replace ``out`` even when it holds files
 
     def fold_time(self) -> str | None:
         """Each fold's share of ``time`` as a duration (None: the run's own settings decide)."""
@@ -67,13 +76,28 @@ class ReviewSettings:
             )
         if self.folds:
             self.fold_time()
+        if self.export:
+            review_export.check_target(self.export, self.out, self.force)
+
+    def command(self, run: str | Path) -> str:
+        """The `lanner review` command line of these settings (what to re-run after a Ctrl-C)."""
+        words = ["lanner", "review", str(run), *([self.data] if self.data else []), "--split", self.split]
+        words += ["--folds", str(self.folds), *(["--time", self.time] if self.time else [])]
+        words += ["--device", self.device] if self.device != "auto" else []
+        if self.export:
+            words += ["--export", self.export, str(self.out), *(["--force"] if self.force else [])]
+        return shlex.join(words)
 
 
 def review_run(run: str | Path, settings: ReviewSettings, train: Train, console: Console) -> dict:
-    """Find likely label errors in a split of a run's data; writes RUN/review; returns the summary."""
+    """Find likely label errors in a split of a run's data; writes RUN/review; returns the summary
+    (with ``export``: also the flagged images for an annotation tool, see the module's docstring)."""
     settings.check()
-    started = time.monotonic()
     loaded = load_for_inference(run, settings.device)
+    if settings.export:
+        review_export.refuse_inside(
+            settings.out, [loaded.run.path, Path(settings.data or loaded.config.data)]
+        )
     reviewer = loaded.task.reviewer()
     dataset = _review_data(loaded, reviewer, settings.data, console)
     subset, split = select_splits(dataset, settings.split)
@@ -81,19 +105,56 @@ def review_run(run: str | Path, settings: ReviewSettings, train: Train, console:
         raise DataError(
             f"{settings.data or loaded.config.data}: no images in split {split!r} (splits: {dataset.splits})"
         )
+    summary = _earlier_review(loaded, settings, split, console) if settings.export else None
+    if summary is None:
+        summary = _find_issues(loaded, reviewer, dataset, subset, split, settings, train, console)
+    if settings.export:
+        rows = read_issues(loaded.run.label_issues)
+        summary["export"] = review_export.export_issues(subset, rows, reviewer, settings.export, settings.out)
+        write_json(loaded.run.review / "review.json", summary)  # the report says where the fixes went
+        _print_export(console, summary["export"])
+    return summary
+
+
+def _find_issues(loaded, reviewer, dataset: Dataset, subset: Dataset, split: str, settings: ReviewSettings,
+                 train: Train, console: Console) -> dict:  # fmt: skip
+    """Predict every image of ``subset`` out of sample (or with the run's model), apply the task's rules,
+    write label_issues.csv and review.json; the summary."""
+    started = time.monotonic()
     if settings.folds == 0:
         predictions = reviewer.predict(loaded, subset, loaded.classes, console)
     else:
-        predictions = _out_of_sample(loaded, reviewer, dataset, subset, settings, train, console)
+        predictions = out_of_sample(loaded, reviewer, dataset, subset, settings, train, console)
     issues = sort_issues(reviewer.issues(subset, predictions))
     out = write_issues(loaded.run.label_issues, issues, reviewer.columns)
     summary = {
-        "split": split, "folds": settings.folds, "images": len(predictions), "issues": len(issues),
-        "kinds": dict(Counter(i.kind for i in issues)), "seconds": round(time.monotonic() - started, 1),
-        "file": str(out),
+        "data": settings.data, "split": split, "folds": settings.folds,
+        "images": len(predictions), "issues": len(issues), "kinds": dict(Counter(i.kind for i in issues)),
+        "seconds": round(time.monotonic() - started, 1), "file": str(out),
     }  # fmt: skip
     write_json(loaded.run.review / "review.json", summary)
     _print_summary(console, summary, issues)
+    return summary
+
+
+def _earlier_review(loaded: LoadedRun, settings: ReviewSettings, split: str, console: Console) -> dict | None:
+    """review.json of an earlier review that can be exported as it is: newer than the checkpoint, of
+    the same data and split (None: review again)."""
+    csv, meta = loaded.run.label_issues, loaded.run.review / "review.json"
+    if settings.refresh or not csv.is_file() or not meta.is_file():
+        return None
+    try:
+        summary = json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    same = "data" in summary and summary.get("split") == split and summary["data"] == settings.data
+    if not same or csv.stat().st_mtime < loaded.checkpoint.stat().st_mtime:
+        return None
+    when = datetime.fromtimestamp(csv.stat().st_mtime).isoformat(sep=" ", timespec="minutes")
+    console.print(
+        f"exporting the review of {when} ({escape(str(csv))}: {summary.get('issues')} issues, split {split}, "
+        f"{summary.get('folds')} folds), newer than the checkpoint; --refresh reviews again"
+    )
     return summary
 
 
@@ -114,62 +175,6 @@ def _review_data(loaded: LoadedRun, reviewer, data: str | None, console: Console
     return dataset
 
 
-def assign_folds(count: int, folds: int, seed: int) -> np.ndarray:
-    """[count] fold of each image: a seeded shuffle dealt round-robin, so fold sizes differ by <= 1."""
-    if count < folds:
-        raise ConfigError(f"--folds {folds}: the split has only {count} image(s); use fewer folds")
-    order = np.random.default_rng(seed + 104729).permutation(count)
-    fold = np.empty(count, dtype=np.int64)
-    fold[order] = np.arange(count) % folds
-    return fold
-
-
-def _out_of_sample(loaded, reviewer, dataset: Dataset, subset: Dataset, settings: ReviewSettings,
-                   train: Train, console: Console) -> dict:  # fmt: skip
-    """Each image's prediction by a model trained with its fold held out."""
-    fold_of = assign_folds(len(subset.records), settings.folds, loaded.config.seed)
-    root = loaded.run.review / "folds"
-    shutil.rmtree(root, ignore_errors=True)  # an earlier review's folds: ours to replace
-    predictions = {}
-    for k in range(settings.folds):
-        held = [r for r, f in zip(subset.records, fold_of, strict=True) if f == k]
-        console.print(
-            f"[bold]review fold {k + 1}/{settings.folds}[/]: training without {len(held)} images, "
-            "then predicting them"
-        )
-        fold_run = train_fold(loaded, reviewer, dataset, held, root / f"fold{k + 1}", settings, train)
-        fold_model = load_for_inference(fold_run, settings.device)
-        predictions.update(
-            reviewer.predict(fold_model, replace(subset, records=held), loaded.classes, console)
-        )
-        shutil.rmtree(RunDir(fold_run).checkpoints, ignore_errors=True)  # used; its history and config stay
-    return predictions
-
-
-def train_fold(loaded, reviewer, dataset: Dataset, held: list, folder: Path, settings: ReviewSettings,
-               train: Train) -> Path:  # fmt: skip
-    """Train the run's settings on ``dataset`` with ``held`` out (split ``test``); the new run's directory.
-
-    The fold's data is written as a CSV (absolute image paths, classes.txt beside it) carrying the
-    splits, so the training reads it like any dataset and keeps the splits it finds."""
-    out = {str(r.path) for r in held}
-    records = [
-        replace(r, path=Path(r.path).resolve(), split=HELD_OUT if str(r.path) in out else r.split)
-        for r in dataset.records
-    ]
-    data = folder / "data" / "labels.csv"
-    write_dataset(replace(dataset, records=records, issues=[]), reviewer.format, data)
-    write_text(data.parent / "classes.txt", "".join(f"{c}\n" for c in dataset.classes))
-    update = {
-        "data": str(data), "format": reviewer.format, "classes": None, "rename": {},
-        "allow_outside_root": True, "run": str(folder / "run"), "task": loaded.meta.task, "track": None,
-        "device": settings.device,
-    }  # fmt: skip
-    if settings.fold_time() is not None:
-        update["time"] = settings.fold_time()
-    return Path(train(loaded.config.model_copy(update=update)))
-
-
 def _print_summary(console: Console, summary: dict, issues: list[LabelIssue]) -> None:
     how = (
         f"{summary['folds']}-fold out-of-sample predictions"
@@ -185,3 +190,14 @@ def _print_summary(console: Console, summary: dict, issues: list[LabelIssue]) ->
         console.print(
             f"  {issue.score:6.3f}  {issue.kind:<12} {escape(issue.path)}  {escape(change)}", highlight=False
         )
+
+
+def _print_export(console: Console, info: dict) -> None:
+    if not info["images"]:
+        console.print(f"no likely label errors: nothing exported to {escape(info['out'])}")
+        return
+    console.print(
+        f"exported {info['images']} flagged images with {info['suggestions']} suggestions -> "
+        f"{escape(info['out'])} ({info['format']}): the labels as they are, each suggestion an extra "
+        f"annotation in a class '{review_export.SUGGESTED}<class>' to accept or delete"
+    )

@@ -135,6 +135,9 @@ def _writable(dataset: Dataset, fmt: Format) -> tuple[Dataset, list[Issue]]:
                 labels=rec.labels[~crowd],
                 iscrowd=rec.iscrowd[~crowd],
                 scores=None if rec.scores is None else rec.scores[~crowd],
+                notes=None
+                if rec.notes is None
+                else [n for n, c in zip(rec.notes, crowd, strict=True) if not c],
                 ignore=rec.ignore if fmt.keeps_ignore else rec.ignore[:0],
             )
         records.append(rec)

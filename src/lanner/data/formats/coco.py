@@ -254,26 +254,32 @@ def read(
     return builder.build()
 
 
+def _annotation(ann_id: int, image_id: int, box: list[float], label: int, crowd: bool, note: str) -> dict:
+    x1, y1, x2, y2 = box
+    ann = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": int(label) + 1,
+        "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+        "area": round((x2 - x1) * (y2 - y1), 3),
+        "iscrowd": int(crowd),
+        "segmentation": [],
+    }
+    if note:  # CVAT's COCO keeps per-annotation "attributes"; other tools pass unknown keys over
+        ann["attributes"] = {"note": note}
+    return ann
+
+
 def _coco_dict(dataset: Dataset, records: list, image_paths: list[Path], base: Path) -> dict:
     images, annotations = [], []
     for image_id, (rec, image_path) in enumerate(zip(records, image_paths, strict=True)):
         rel = image_path.relative_to(base) if image_path.is_relative_to(base) else image_path
         images.append({"id": image_id, "file_name": rel.as_posix(), "width": rec.width, "height": rec.height})
-        for box, label, crowd in zip(
-            rec.boxes.tolist(), rec.labels.tolist(), rec.iscrowd.tolist(), strict=True
+        notes = rec.notes or [""] * rec.num_boxes
+        for box, label, crowd, note in zip(
+            rec.boxes.tolist(), rec.labels.tolist(), rec.iscrowd.tolist(), notes, strict=True
         ):
-            x1, y1, x2, y2 = box
-            annotations.append(
-                {
-                    "id": len(annotations),
-                    "image_id": image_id,
-                    "category_id": int(label) + 1,
-                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                    "area": round((x2 - x1) * (y2 - y1), 3),
-                    "iscrowd": int(crowd),
-                    "segmentation": [],
-                }
-            )
+            annotations.append(_annotation(len(annotations), image_id, box, label, crowd, note))
     # Ids start at 1: COCO tools reserve 0 for the background.
     categories = [{"id": i + 1, "name": n, "supercategory": "none"} for i, n in enumerate(dataset.classes)]
     return {"images": images, "annotations": annotations, "categories": categories}

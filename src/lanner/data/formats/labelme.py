@@ -9,8 +9,16 @@ is never a class. ``imagePath`` is relative to the JSON and must lie inside the 
 failing that the inline ``imageData`` is written once to a cache folder. A ``labels.txt`` at the
 root (labelme's ``--labels`` file) fixes the class list. Splits come from folder names.
 
+Classification (labelme's own convention, ``labelme DIR --flags flags.txt``): when no file has a
+shape and image-level ``flags`` are set, each image's class is its one flag that is true; a
+``flags.txt`` at the root fixes the class list (else the flags true somewhere). Flags whose name
+starts with ``__`` (``__ignore__``) are not classes; a flag not in ``flags.txt`` that is false is a
+remark (``lanner review --export`` marks its suggestions so) and is passed over.
+
 Writing: ``out/[split/]<image>`` with ``<stem>.json`` beside it (``imageData: null``, rectangles)
-and labelme's ``labels.txt``. Coordinates are written to 2 decimals.
+and labelme's ``labels.txt``; a classification set as flags and ``flags.txt``. A record's ``notes``
+go into its shapes' ``description`` (classification: as extra flags, false). Coordinates are
+written to 2 decimals.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from pathlib import Path
 
 from lanner.data.formats import Format, register_format
 from lanner.data.paths import Confinement
-from lanner.data.records import Dataset
+from lanner.data.records import Dataset, ImageRecord
 from lanner.data.validate import (
     BACKGROUND_LABEL,
     IGNORE_LABEL,
@@ -36,7 +44,6 @@ from lanner.data.validate import (
     number_list,
     place_image,
     read_class_file,
-    require_detection,
     resolve_image,
     short_repr,
     split_from_path,
@@ -46,6 +53,7 @@ from lanner.errors import DataError
 
 LABELME_VERSION = "5.5.0"
 MAX_SNIFF_FILES = 50  # JSON files opened at most when sniffing a folder
+FLAGS_FILE = "flags.txt"  # labelme --flags: the image-level flags (classes) of a classification set
 
 
 def _load_labelme(path: Path) -> dict | None:
@@ -175,12 +183,17 @@ def read(
     within = Confinement.of(path, allow_outside_root)
     declared = classes or read_class_file(root / "labels.txt")
     builder = DetectionBuilder("labelme", root, declared, strict, on_unknown_class, within=within)
-    found = 0
-    for json_path in _json_files(path):
-        data = _labelme_or_issue(json_path, builder) if builder.admit(json_path, json_path) else None
-        if data is None:
-            continue
-        found += 1
+    files = [
+        (json_path, data)
+        for json_path in _json_files(path)
+        if builder.admit(json_path, json_path) and (data := _labelme_or_issue(json_path, builder)) is not None
+    ]
+    if not files:
+        why = f"; {builder.issues[0]}" if builder.issues else ""
+        raise DataError(f"{path}: no usable Labelme JSON files (with 'shapes' and 'imagePath'){why}")
+    if _is_classification(files):
+        return _read_flags(files, root, classes or read_class_file(root / FLAGS_FILE), builder, strict)
+    for json_path, data in files:
         image, inline = _image_for(data, json_path, within)
         builder.add_image(
             image,
@@ -190,30 +203,69 @@ def read(
             split=split_from_path(json_path, root),
             inline=inline,
         )
-    if not found:
-        why = f"; {builder.issues[0]}" if builder.issues else ""
-        raise DataError(f"{path}: no usable Labelme JSON files (with 'shapes' and 'imagePath'){why}")
     return builder.build()
 
 
-def _rectangle(label: str, box: list[float]) -> dict:
+# ------------------------------------------------------------------------------------ classification
+def _class_flags(data: dict) -> dict[str, bool]:
+    """The image-level flags that may be classes (labelme's ``__ignore__`` and the like are not)."""
+    flags = data.get("flags")
+    if not isinstance(flags, dict):
+        return {}
+    return {str(k): v is True for k, v in flags.items() if not str(k).startswith("__")}
+
+
+def _is_classification(files: list[tuple[Path, dict]]) -> bool:
+    """Labelme's classification layout: no shapes anywhere, and image-level flags set."""
+    no_shapes = not any(data["shapes"] for _, data in files)
+    return no_shapes and any(any(_class_flags(data).values()) for _, data in files)
+
+
+def _read_flags(files, root: Path, declared: list[str] | None, builder: DetectionBuilder, strict: bool):
+    """A classification Dataset: each image's class is its one true flag (declared classes only)."""
+    names = [n for n in declared or [] if not n.startswith("__")]  # flags.txt lists __ignore__ too
+    names = names or sorted({k for _, d in files for k, on in _class_flags(d).items() if on})
+    index, records = {name: i for i, name in enumerate(names)}, []
+    for json_path, data in files:
+        chosen = [k for k, on in _class_flags(data).items() if on and k in index]
+        image, _ = _image_for(data, json_path, builder.within)
+        if image is None or len(chosen) != 1:
+            why = "no image file found" if image is None else f"{len(chosen)} class flags set, not one"
+            builder.note(json_path, f"{why} ({', '.join(chosen) or 'none'})", "skipped", "label")
+            continue
+        records.append(ImageRecord(image, label=index[chosen[0]], split=split_from_path(json_path, root)))
+    if strict and builder.issues:
+        raise DataError(
+            f"{root}: {len(builder.issues)} problem(s):\n  " + "\n  ".join(map(str, builder.issues))
+        )
+    if not records:
+        raise DataError(f"{root}: no Labelme file has exactly one class flag set")
+    return Dataset(names, records, "classify", root, "labelme", builder.issues)
+
+
+def _rectangle(label: str, box: list[float], description: str = "") -> dict:
     x1, y1, x2, y2 = (round(v, 2) for v in box)
     return {
         "label": label,
         "points": [[x1, y1], [x2, y2]],
         "group_id": None,
-        "description": "",
+        "description": description,
         "shape_type": "rectangle",
         "flags": {},
     }
 
 
 def _labelme_json(dataset: Dataset, rec, image: Path) -> dict:
-    shapes = [_rectangle(n, b) for n, b in zip(label_names(dataset, rec), rec.boxes.tolist(), strict=True)]
+    flags, notes = {}, rec.notes or []
+    if dataset.task == "classify":  # labelme's classification: one flag per class, the image's set
+        flags = {c: i == rec.label for i, c in enumerate(dataset.classes)} | dict.fromkeys(notes, False)
+        notes = []
+    named = zip(label_names(dataset, rec), rec.boxes.tolist(), notes or [""] * rec.num_boxes, strict=True)
+    shapes = [_rectangle(n, b, note) for n, b, note in named]
     shapes += [_rectangle(IGNORE_LABEL, b) for b in rec.ignore.tolist()]
     return {
         "version": LABELME_VERSION,
-        "flags": {},
+        "flags": flags,
         "shapes": shapes,
         "imagePath": image.name,
         "imageData": None,
@@ -223,16 +275,16 @@ def _labelme_json(dataset: Dataset, rec, image: Path) -> dict:
 
 
 def write(dataset: Dataset, out: Path) -> None:
-    require_detection(dataset, "Labelme")
     taken: dict[str | None, set[str]] = {}
     for rec in dataset.records:
         folder = out / rec.split if rec.split else out
         image = place_image(rec.path, folder, taken.setdefault(rec.split, set()))
         data = _labelme_json(dataset, rec, image)
         (folder / f"{image.stem}.json").write_text(json.dumps(data, indent=2), encoding="utf-8")
-    # labelme's --labels file lists the special labels first; lanner skips them when reading.
-    labels = [IGNORE_LABEL, BACKGROUND_LABEL, *dataset.classes]
-    (out / "labels.txt").write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
+    # labelme's --labels / --flags file lists the special labels first; lanner skips them when reading.
+    special = [IGNORE_LABEL] if dataset.task == "classify" else [IGNORE_LABEL, BACKGROUND_LABEL]
+    name = FLAGS_FILE if dataset.task == "classify" else "labels.txt"
+    (out / name).write_text("".join(f"{c}\n" for c in [*special, *dataset.classes]), encoding="utf-8")
 
 
 register_format(Format("labelme", sniff, read, write, priority=35, keeps_crowd=False))
