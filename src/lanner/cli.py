@@ -460,7 +460,7 @@ def _one_or_all(runs: list[Path]) -> Path | list[Path]:
 
 def _relaunch_inference(devices: int, runs: list[Path], images: list[str] | None, options) -> None:
     """``--devices N``: N processes share the images. What all of them would refuse is refused first."""
-    if devices != 1:
+    if devices > 1:
         api.check_inference(_one_or_all(runs), images, options)
     api.relaunch(devices, device=options.device)
 
