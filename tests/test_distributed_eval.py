@@ -104,9 +104,8 @@ def _csv_rows(path: Path) -> list[dict]:
 # ------------------------------------------------------------------------------------ classification
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> tuple[Path, Path]:
-    """(a classifier run on 36 digits in train/val/test folders, those digits). Untrained, its
-    BatchNorm statistics randomised: its predictions differ from image to image, as a few steps of
-    training on so few images would not make them."""
+    """(a classifier run on 36 digits in train/val/test folders, those digits): untrained, its
+    BatchNorm statistics randomised, in a second where training takes a minute here."""
     root = tmp_path_factory.mktemp("classifier")
     data = write_digit_folders(root / "digits", per_class=4, splits=("train", "val", "test"))
     dataset = read_dataset(str(data))
@@ -129,7 +128,7 @@ def test_classifier_eval_and_predict_on_two_processes_equal_one_process(classifi
     metrics_two, items_two = _eval_outputs(run)
     assert cli.run_cli(["eval", str(run), "--no-report", "--device", "cpu"]) == 0
     metrics_one, items_one = _eval_outputs(run)
-    assert len({item["pred_label"] for item in items_one["images"]}) > 1  # not one class for all
+    assert len({item["score"] for item in items_one["images"]}) == 12  # every image its own scores
     _assert_same(metrics_one, metrics_two, 1e-6)
     _assert_same(items_one, items_two, 2e-5)  # top-k scores rounded to 5 digits
 
