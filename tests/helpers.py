@@ -57,8 +57,11 @@ def save_untrained_detector(run: Path, meta: dict, model_name: str = "fcos_test_
     return run
 
 
-def save_untrained_classifier(run: Path, classes: list[str], image_size: int = 32) -> Path:
-    """A run directory holding an untrained classifier checkpoint (BatchNorm statistics randomised)."""
+def save_untrained_classifier(
+    run: Path, classes: list[str], image_size: int = 32, data: str = "unused"
+) -> Path:
+    """A run directory holding an untrained classifier checkpoint (BatchNorm statistics randomised);
+    ``data``: the dataset its config names (what eval reads without DATA)."""
     import torch
 
     from lanner.config import make_config
@@ -77,7 +80,7 @@ def save_untrained_classifier(run: Path, classes: list[str], image_size: int = 3
         "classes": classes,
         "preprocessing": Preprocessing(image_size, mean, std).to_dict(),
     }
-    config = make_config({"data": "unused", "model": "test_resnet", "image_size": image_size})
+    config = make_config({"data": data, "model": "test_resnet", "image_size": image_size})
     save_checkpoint(
         run / "checkpoints" / "best.ckpt",
         {

@@ -6,9 +6,11 @@ do what differs between classification and detection, and this module connects t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -25,6 +27,7 @@ from lanner.demo import run_demo
 from lanner.engine import distributed, lr_auto
 from lanner.engine import resume as resuming
 from lanner.engine import session as sessions
+from lanner.engine.checkpoint import find_checkpoint
 from lanner.engine.history import read_history
 from lanner.engine.lr_find import exponential_lrs
 from lanner.engine.schedules import plot_schedule, schedule_table
@@ -35,6 +38,7 @@ from lanner.errors import ConfigError
 from lanner.export import export_run
 from lanner.models.devices import choose_device
 from lanner.models.pretrained import pretrained_tags as pretrained_weights
+from lanner.predict.inputs import expand_inputs
 from lanner.report import build_report
 from lanner.rundir import RunDir
 from lanner.tasks import get_task
@@ -75,7 +79,12 @@ def _train_config(config: TrainConfig | str | Path, settings: dict) -> TrainConf
 
 
 def _after_training(s: sessions.Session, evaluate_after: bool):
-    return lambda: evaluate(s.run_dir, console=s.console) if evaluate_after else None
+    """Process 0's evaluation of the finished run. It runs alone: the training group is gone by then
+    (its other processes have stopped), though the environment still names it."""
+    alone = _Place("auto", distributed.WHOLE, s.console)
+    return lambda: (
+        _evaluate_at(alone, s.run_dir, None, None, True, InferenceOptions()) if evaluate_after else None
+    )
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -217,6 +226,34 @@ def is_run(path: str | Path) -> bool:
     return RunDir(path).holds_run()
 
 
+@dataclass(frozen=True)
+class _Place:
+    """Where this process's eval or predict runs: its device, its part of the images, its console."""
+
+    device: str
+    part: distributed.Part
+    console: Console
+
+    @property
+    def is_main(self) -> bool:
+        return self.part.is_main
+
+
+@contextlib.contextmanager
+def _inference_place(options: InferenceOptions, console: Console | None):
+    """This process's place, in its group while the block runs when it is one of several (``--devices
+    N``, torchrun, srun): then it infers on its part of the images, and process 0 alone speaks,
+    scores and writes."""
+    with distributed.joined(choose_device(options.device)) as (dist, device):
+        if dist.enabled and options.classify is not None:
+            raise ConfigError(_ONE_PROCESS_TWO_STAGE)
+        quiet = Console(quiet=True)  # one process speaks
+        yield _Place(str(device), distributed.Part(dist), _console(console) if dist.is_main else quiet)
+
+
+_ONE_PROCESS_TWO_STAGE = "--classify (detect, then classify) runs in one process: leave out --devices"
+
+
 def evaluate(
     run: str | Path | Sequence[str | Path],
     data: str | None = None,
@@ -229,21 +266,32 @@ def evaluate(
     """Metrics of a run on a split (default test, else val; ``val,test`` for several) of its own data
     or of ``data``. ``options`` (or its fields as keywords: device, precision, tile, overlap, ...) say
     how the model runs; see :class:`~lanner.config.InferenceOptions`. Several runs are evaluated as
-    one ensemble (``options.weights``), written to RUN1/ensemble (:mod:`lanner.tasks.ensemble`)."""
-    console = _console(console)
+    one ensemble (``options.weights``), written to RUN1/ensemble (:mod:`lanner.tasks.ensemble`).
+    Under several processes each infers on its part of the images; process 0 returns the metrics
+    (those of one process) and writes everything, the others return {}."""
     options = options or InferenceOptions(**option_values)
+    with _inference_place(options, console) as place:
+        return _evaluate_at(place, run, data, split, report, options)
+
+
+def _evaluate_at(place: _Place, run, data, split, report: bool, options: InferenceOptions) -> dict:
     if options.classify is not None:
-        return _evaluate_two_stage(run, data, split, console, report, options)
+        return _evaluate_two_stage(run, data, split, place.console, report, options)
     if len(_runs(run)) > 1:
-        ensemble = load_ensemble(_runs(run), options.weights, options.device, options.precision)
-        console.print(describe_inference(ensemble.members[0]))
-        return ensemble.task.evaluate_ensemble(ensemble, data, split, options, console)
-    loaded = load_for_inference(run, options.device, options.precision)
-    console.print(describe_inference(loaded))
-    metrics = loaded.task.evaluate(loaded, data, split, options, console)
-    if report:
-        console.print(f"report: {build_report(Path(run))}")
+        ensemble = _ensemble(run, options, place)
+        return ensemble.task.evaluate_ensemble(ensemble, data, split, options, place.console)
+    loaded = load_for_inference(run, place.device, options.precision, part=place.part)
+    place.console.print(describe_inference(loaded))
+    metrics = loaded.task.evaluate(loaded, data, split, options, place.console)
+    if report and place.is_main:
+        place.console.print(f"report: {build_report(Path(run))}")
     return metrics
+
+
+def _ensemble(run, options: InferenceOptions, place: _Place):
+    ensemble = load_ensemble(_runs(run), options.weights, place.device, options.precision, place.part)
+    place.console.print(describe_inference(ensemble.members[0]))
+    return ensemble
 
 
 def predict(
@@ -255,20 +303,37 @@ def predict(
     **option_values,
 ) -> list[dict]:
     """Predictions for files, folders and globs; ``options`` as for :func:`evaluate` (plus topk,
-    format, render); several runs predict as one ensemble (``options.weights``)."""
-    console = _console(console)
+    format, render); several runs predict as one ensemble (``options.weights``). Under several
+    processes process 0 returns every image's row and writes the files, the others return []."""
     options = options or InferenceOptions(**option_values)
-    if options.classify is not None:
-        pipeline = load_two_stage(_one_detector(run), options.classify, options.device, options.precision)
-        console.print(describe_inference(pipeline.detector))
-        return pipeline.task.predict(pipeline, inputs, Path(out) if out else None, options, console)
-    if len(_runs(run)) > 1:
-        ensemble = load_ensemble(_runs(run), options.weights, options.device, options.precision)
-        console.print(describe_inference(ensemble.members[0]))
-        return ensemble.task.predict_ensemble(ensemble, inputs, Path(out) if out else None, options, console)
-    loaded = load_for_inference(run, options.device, options.precision)
-    console.print(describe_inference(loaded))
-    return loaded.task.predict(loaded, inputs, Path(out) if out else None, options, console)
+    out = Path(out) if out else None
+    with _inference_place(options, console) as place:
+        console = place.console
+        if options.classify is not None:
+            pipeline = load_two_stage(_one_detector(run), options.classify, options.device, options.precision)
+            console.print(describe_inference(pipeline.detector))
+            return pipeline.task.predict(pipeline, inputs, out, options, console)
+        if len(_runs(run)) > 1:
+            ensemble = _ensemble(run, options, place)
+            return ensemble.task.predict_ensemble(ensemble, inputs, out, options, console)
+        loaded = load_for_inference(run, place.device, options.precision, part=place.part)
+        console.print(describe_inference(loaded))
+        return loaded.task.predict(loaded, inputs, out, options, console)
+
+
+def check_inference(
+    run: str | Path | Sequence[str | Path],
+    inputs: list[str] | None = None,
+    options: InferenceOptions | None = None,
+) -> None:
+    """What eval or predict with several processes would refuse in every one of them, refused now:
+    before ``--devices N`` starts them (a run without a checkpoint, IMAGES matching nothing)."""
+    for one in _runs(run):
+        find_checkpoint(one)
+    if options is not None and options.classify is not None:
+        raise ConfigError(_ONE_PROCESS_TWO_STAGE)
+    if inputs is not None:
+        expand_inputs(inputs)
 
 
 # ------------------------------------------------------------------------- detect, then classify
@@ -394,6 +459,11 @@ def relaunch(devices: int, *, device: str | None = None, sync_bn: bool | None = 
         return
     distributed.check_sync_batchnorm(sync_bn, choose_device(device or "auto"))
     distributed.relaunch_under_torchrun(devices)
+
+
+def is_main_process() -> bool:
+    """Whether this process speaks for its group: process 0 under torchrun or srun, or the only one."""
+    return distributed.from_environment().is_main
 
 
 def summarise(dataset) -> dict:

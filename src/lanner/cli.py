@@ -233,6 +233,14 @@ SetOpt = Annotated[
 DevicesOpt = Annotated[
     int, Opt(help="processes on this machine, one per GPU (or CPU processes); >1 starts them with torchrun")
 ]
+InferDevicesOpt = Annotated[
+    int,
+    Opt(
+        "--devices",
+        help="processes on this machine, one per GPU (or CPU processes), each on its share of the images; "
+        ">1 starts them with torchrun",
+    ),
+]
 NoEvalOpt = Annotated[bool, Opt("--no-eval", help="skip the evaluation (and report) after training")]
 JsonOpt = Annotated[
     bool, Opt("--json", help="end with one JSON line: the files written and the headline metrics")
@@ -242,7 +250,7 @@ JsonOpt = Annotated[
 def _print_json(command: str, result: dict) -> None:
     """The last line of stdout, for scripts: ``lanner eval RUN --json | tail -n 1``. Only process 0
     of a multi-process run prints it."""
-    if os.environ.get("RANK", "0") == "0":
+    if api.is_main_process():
         console.file.flush()
         sys.stdout.write(json.dumps({"command": command, **result}, default=str) + "\n")
         sys.stdout.flush()
@@ -451,6 +459,13 @@ def _one_or_all(runs: list[Path]) -> Path | list[Path]:
     return runs[0] if len(runs) == 1 else runs
 
 
+def _relaunch_inference(devices: int, runs: list[Path], images: list[str] | None, options) -> None:
+    """``--devices N``: N processes share the images. What all of them would refuse is refused first."""
+    if devices > 1:
+        api.check_inference(_one_or_all(runs), images, options)
+    api.relaunch(devices, device=options.device)
+
+
 @app.command(name="eval")
 @config_options("eval", TrainConfig, InferenceOptions)
 def eval_(
@@ -461,6 +476,7 @@ def eval_(
     ] = None,
     split: Annotated[str | None, Opt(help="split to evaluate (default: test, else val)")] = None,
     no_report: Annotated[bool, Opt("--no-report")] = False,
+    devices: InferDevicesOpt = 1,
     json_: JsonOpt = False,
     *,
     given: dict[str, Any],
@@ -474,6 +490,7 @@ def eval_(
             f"eval takes one DATA after the run(s); got {', '.join(rest)} (not run directories)"
         )
     dataset = rest[0] if rest else None
+    _relaunch_inference(devices, runs, None, options)
     metrics = api.evaluate(
         _one_or_all(runs), dataset, split, console, report=not no_report, **options.as_kwargs()
     )
@@ -491,6 +508,7 @@ def predict(
         list[str], typer.Argument(help="more runs (an ensemble), then files, folders or globs")
     ],
     out: Annotated[Path | None, Opt(help="output file (default RUN/predictions/)")] = None,
+    devices: InferDevicesOpt = 1,
     json_: JsonOpt = False,
     *,
     given: dict[str, Any],
@@ -502,6 +520,7 @@ def predict(
     runs, images = _runs_then(run, images)
     if not images:
         raise ConfigError("predict: give IMAGES (files, folders or globs) after the run(s)")
+    _relaunch_inference(devices, runs, images, options)
     rows = api.predict(
         _one_or_all(runs), images, out, topk=options.topk, console=console, **options.as_kwargs()
     )

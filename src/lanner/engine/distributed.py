@@ -19,6 +19,10 @@ the metrics, so every process takes the same decisions (best epoch, early stoppi
 whether the budget is spent. A Ctrl-C or SIGTERM seen by any process stops all of them after the
 same step, and process 0 saves the resumable checkpoint.
 
+``lanner eval`` and ``lanner predict`` take ``--devices N`` too (and run under torchrun or srun
+alike): each process infers on a contiguous :class:`Part` of the images, process 0 gathers every
+part's results in the images' order, then scores and writes them alone (see :func:`joined`).
+
 Under SLURM (``srun lanner train ...``, one task per GPU) the process's place comes from
 ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID`` when torchrun's variables are absent, and
 the rendezvous address from ``MASTER_ADDR`` or else the first host of ``SLURM_NODELIST``.
@@ -26,6 +30,7 @@ the rendezvous address from ``MASTER_ADDR`` or else the first host of ``SLURM_NO
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -134,6 +139,19 @@ def start(dist: Distributed, device: torch.device) -> torch.device:
     return device
 
 
+@contextlib.contextmanager
+def joined(device: torch.device):
+    """This process in its group (when its environment names one) for the length of the block:
+    yields (Distributed, this process's device). What eval and predict run in; training's session
+    calls :func:`start` and :func:`stop` itself around a longer life."""
+    dist = from_environment()
+    device = start(dist, device)
+    try:
+        yield dist, device
+    finally:
+        stop(dist)
+
+
 def stop(dist: Distributed) -> None:
     if dist.enabled and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
@@ -198,7 +216,7 @@ class ShardedTask:
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """In parts when the task can (``validates_in_parts``): metrics on process 0, {} elsewhere."""
-        if getattr(self.task, "validates_in_parts", False):
+        if self.task.validates_in_parts:
             return self.task.validate(model, Part(self.dist))
         return self.task.validate(model)
 

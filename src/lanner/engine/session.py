@@ -166,7 +166,7 @@ def _kept_data_path(data: str) -> str:
 
 def print_plan(s: Session, state: TrainState) -> None:
     task, batch = s.prepared.task, s.prepared.batch_size
-    spe, n, unit = task.steps_per_epoch(), task.num_train_images, getattr(task, "unit", "images")
+    spe, n, unit = task.steps_per_epoch(), task.num_train_images, task.unit
     if s.dist.enabled:
         shared = f"{spe} steps of batch {batch} on each of {s.dist.world} processes"
         s.console.print(f"epoch = {n} {unit} = {shared} (batch {batch * s.dist.world} in all)")
@@ -247,7 +247,7 @@ def _trainer(s: Session, optimizer, state: TrainState, callbacks: Callback, ema_
         ema_weights=ema_weights,
     )
     model = prepared.model
-    by_default = getattr(prepared.task, "sync_batchnorm_by_default", False)
+    by_default = prepared.task.sync_batchnorm_by_default
     if distributed.use_sync_batchnorm(config.sync_bn, by_default, s.device, s.dist.world):
         model = distributed.sync_batchnorm(model)
     return Trainer(

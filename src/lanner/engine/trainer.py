@@ -14,6 +14,7 @@ import gc
 import math
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,12 +54,20 @@ from lanner.rundir import CheckpointMeta, RunDir
 
 
 class TrainTask(Protocol):
-    """What a task gives the trainer. Batches of one epoch come in a seeded order (resumable mid-epoch)."""
+    """What a task gives the trainer. Batches of one epoch come in a seeded order (resumable mid-epoch).
+
+    A task class subclasses it to take the defaults below (a structural match alone would not)."""
 
     monitor: str  # default metric for best checkpoint / early stopping, e.g. "val_acc"
     num_train_images: int
     num_val_images: int
     batch_size: int
+    # With several processes, validate(model, part) takes a distributed.Part: each process scores its
+    # part and process 0 gathers; without, process 0 validates alone while the others wait.
+    validates_in_parts: bool = False
+    train_eval_idx: Sequence[int] = ()  # the training images scored beside val every epoch (--eval-train)
+    unit: str = "images"  # what an epoch is counted in, as the start-up line says it
+    sync_batchnorm_by_default: bool = False  # --sync-bn's default on several GPUs
 
     def steps_per_epoch(self) -> int: ...
     def train_batches(self, epoch: int, skip: int = 0): ...
@@ -339,7 +348,7 @@ class Trainer:
         metrics = {}
         # Each process validates its part when the task can; else process 0 alone while the others
         # wait. Process 0's metrics are broadcast, so every process decides alike.
-        if self.dist.is_main or getattr(self.task, "validates_in_parts", False):
+        if self.dist.is_main or self.task.validates_in_parts:
             with torch.no_grad(), self._autocast():
                 metrics = self.task.validate(self.kept_model)
         return distributed.broadcast(metrics, self.dist)
@@ -417,7 +426,7 @@ class Trainer:
         step_s = elapsed / steps_done
         task = self.task
         # Validation scores the val images and the training sample of --eval-train (tasks that have one).
-        scored = task.num_val_images + len(getattr(task, "train_eval_idx", ()))
+        scored = task.num_val_images + len(task.train_eval_idx)
         self._overhead_s = estimated_overhead(step_s, task.batch_size, scored)
         plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
         plan, self._overhead_s, step_s = self._agreed((plan, self._overhead_s, step_s))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lanner._io import write_json
+from lanner.engine.distributed import WHOLE, Part
 from lanner.errors import ConfigError
 from lanner.rundir import RunDir
 from lanner.tasks.base import Task
@@ -94,8 +95,9 @@ def _class_difference(a: list[str], b: list[str]) -> str:
 
 
 def load_ensemble(runs: list[str | Path], weights: list[float] | None, device: str = "auto",
-                  precision: str = "auto") -> Ensemble:  # fmt: skip
+                  precision: str = "auto", part: Part = WHOLE) -> Ensemble:  # fmt: skip
+    """The runs as one model; ``part``: this process's share of the images (every member's)."""
     chosen = ensemble_weights(weights, len(runs))
-    members = [load_for_inference(run, device, precision) for run in runs]
+    members = [load_for_inference(run, device, precision, part=part) for run in runs]
     check_compatible(members)
     return Ensemble(members, chosen)

@@ -11,6 +11,7 @@ from torch import nn
 
 from lanner.config import TrainConfig, make_config
 from lanner.engine.checkpoint import find_checkpoint, load_checkpoint
+from lanner.engine.distributed import WHOLE, Part
 from lanner.models.inference import inference_model, resolve_inference
 from lanner.rundir import CheckpointMeta, RunDir
 from lanner.tasks.base import Task, get_task
@@ -24,6 +25,9 @@ class LoadedRun:
     checkpoint: Path
     device: torch.device = torch.device("cpu")
     precision: str = "32"  # autocast for inference: 32, bf16 or 16-mixed
+    # This process's share of eval's and predict's images (all of them unless several processes run);
+    # with several, process 0 gets every share's results back and does the scoring and writing.
+    part: Part = WHOLE
 
     @property
     def classes(self) -> list[str]:
@@ -57,15 +61,16 @@ def describe_inference(loaded: LoadedRun) -> str:
 
 
 def load_for_inference(
-    run: str | Path, device: str = "auto", precision: str = "auto", which: str = "best"
+    run: str | Path, device: str = "auto", precision: str = "auto", which: str = "best", part: Part = WHOLE
 ) -> LoadedRun:
     """``load_run`` on the chosen device, its model made fast for eval/predict (see models.inference).
 
     ``device``: auto (CUDA when available), cpu, cuda, cuda:N; ``precision``: auto (bf16 on a GPU
-    that has it, else float16 autocast; float32 on a CPU), 32, bf16, 16-mixed.
+    that has it, else float16 autocast; float32 on a CPU), 32, bf16, 16-mixed. ``part``: this
+    process's share of the images (``lanner eval/predict --devices N``).
     """
     chosen, precision = resolve_inference(device, precision)
     loaded = load_run(run, which, chosen)
     loaded.model = inference_model(loaded.model, chosen, precision, inplace=True)
-    loaded.precision = precision
+    loaded.precision, loaded.part = precision, part
     return loaded

@@ -19,21 +19,31 @@ from lanner.tasks.classify.setup import load_classification_data
 from lanner.tasks.eval_data import load_eval_data
 from lanner.tasks.loading import LoadedRun
 from lanner.tasks.run_thresholds import class_thresholds
+from lanner.tasks.sharing import gather_shares, part_of, print_skipped_elsewhere
 
 
 @torch.no_grad()
 def classify_cached(loaded: LoadedRun, dataset: Dataset, console: Console, tta: bool = False):
+    """(indices of the readable images, their probabilities [N, C]); the unreadable ones are printed."""
+    idx, probs, skipped = _classify(loaded, dataset, tta)
+    for text in skipped:
+        console.print(f"[yellow]skipped[/] {text}")
+    return idx, probs
+
+
+@torch.no_grad()
+def _classify(loaded: LoadedRun, dataset: Dataset, tta: bool):
+    """(indices of the readable images, probabilities [N, C], "path: problem" of the unreadable ones)."""
     prep = Preprocessing.from_dict(loaded.meta.get("preprocessing"))
     cache_dir = Path(loaded.config.cache_dir) if loaded.config.cache_dir else default_cache_dir()
     images, ok, issues = build_cache([Path(r.path) for r in dataset.records], prep.cache_size, cache_dir)
-    for issue in issues:
-        console.print(f"[yellow]skipped[/] {issue.path}: {issue.problem}")
     idx = np.flatnonzero(ok)
     probs = []
     for start in range(0, len(idx), 64):
         chunk = idx[start : start + 64]
         probs.append(class_probs(loaded.model, images[chunk], prep, loaded.device, tta))
-    return idx, torch.cat(probs) if probs else torch.zeros(0, len(loaded.classes))
+    probs = torch.cat(probs) if probs else torch.zeros(0, len(loaded.classes))
+    return idx, probs, [f"{issue.path}: {issue.problem}" for issue in issues]
 
 
 def _prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[dict]:
@@ -55,13 +65,33 @@ def _prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[di
 
 def _combined_probs(members: list[LoadedRun], weights: list[float], dataset: Dataset, console: Console,
                     tta: bool = False):  # fmt: skip
-    """(indices of the images every member read, weighted mean probabilities [N, C], each member's)."""
-    results = [classify_cached(m, dataset, console, tta) for m in members]
+    """(indices of the images every member read, weighted mean probabilities [N, C], each member's,
+    the unreadable images as "path: problem")."""
+    results = [_classify(m, dataset, tta) for m in members]
     idx = results[0][0]
-    for other, _ in results[1:]:
+    for other, _, _ in results[1:]:
         idx = np.intersect1d(idx, other)
-    each = [probs[np.isin(i, idx)] for i, probs in results]
-    return idx, sum(w * p for w, p in zip(weights, each, strict=True)), each
+    skipped = list(dict.fromkeys(text for _, _, texts in results for text in texts))
+    for text in skipped:
+        console.print(f"[yellow]skipped[/] {text}")
+    each = [probs[np.isin(i, idx)] for i, probs, _ in results]
+    return idx, sum(w * p for w, p in zip(weights, each, strict=True)), each, skipped
+
+
+def _shared_probs(members: list[LoadedRun], weights: list[float], dataset: Dataset, console: Console,
+                  tta: bool):  # fmt: skip
+    """:func:`_combined_probs` of this process's part of the images, every part gathered in order on
+    process 0: (the records read, mean probabilities [N, C], each member's); None on the others."""
+    part = members[0].part
+    mine = part_of(dataset, part)
+    idx, probs, each, skipped = _combined_probs(members, weights, mine, console, tta)
+    shares = gather_shares(part, ([mine.records[i] for i in idx], probs, each, skipped))
+    if shares is None:
+        return None
+    print_skipped_elsewhere(console, [share[3] for share in shares])
+    records = [r for share in shares for r in share[0]]
+    each = [torch.cat(member) for member in zip(*(share[2] for share in shares), strict=True)]
+    return records, torch.cat([share[1] for share in shares]), each
 
 
 def _val_chooser(loaded: LoadedRun, data, evaluated, console: Console):
@@ -95,8 +125,10 @@ def _evaluate(members, weights, run, data, split, console, options) -> tuple[dic
     dataset, split = load_eval_data(
         members[0], data, split, load_classification_data, console, options.allow_outside_root
     )
-    idx, probs, each = _combined_probs(members, weights, dataset, console, options.tta)
-    records = [dataset.records[i] for i in idx]
+    shared = _shared_probs(members, weights, dataset, console, options.tta)
+    if shared is None:  # another process: process 0 scores and writes
+        return {}, []
+    records, probs, each = shared
     targets = torch.tensor([r.label for r in records])
     thresholds = _thresholds(members, data, split, (probs.numpy(), targets.numpy()), options, console)
     metrics = {**classification_metrics(probs, targets, members[0].classes, thresholds), "tta": options.tta}
@@ -124,6 +156,8 @@ def evaluate_classification_ensemble(
     metrics, headlines = _evaluate(
         ensemble.members, ensemble.weights, ensemble.run, data, split, console, options
     )
+    if not metrics:  # another process than 0 (--devices N)
+        return {}
     by_run = {str(m.run.path): a for m, a in zip(ensemble.members, headlines, strict=True)}
     for run, accuracy in by_run.items():
         console.print(f"  member {run}: accuracy {accuracy:.4f}", highlight=False)

@@ -91,11 +91,17 @@ def _combined(members: list[LoadedRun], weights: list[float], paths: list[Path],
 
 
 def _predict(members, weights, inputs, out: Path, options: InferenceOptions, console: Console) -> list[dict]:
+    """Process 0 writes every image's row, in input order ([] returned on the other processes)."""
+    part = members[0].part
+    paths = expand_inputs(inputs)
+    found = part.gather(list(_combined(members, weights, part.of(paths), options.tta)))
+    if not part.is_main:
+        return []
     classes = members[0].classes
     k = min(options.topk, len(classes))
     thresholds = _thresholds(members, options)
     rows = []
-    for path, probs, error in _combined(members, weights, expand_inputs(inputs), options.tta):
+    for path, probs, error in found:
         if probs is None:
             console.print(f"[yellow]skipped[/] {error}")
             rows.append(

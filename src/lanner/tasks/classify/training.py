@@ -18,6 +18,7 @@ from lanner.data.affine import is_identity, random_affines, warp_batch
 from lanner.data.box_transforms import FILL
 from lanner.data.pixels import Preprocessing, batch_generator, centre_crop, eval_batch, normalise, to_float
 from lanner.engine.distributed import shard_batches
+from lanner.engine.trainer import TrainTask
 from lanner.eval.classification import confusion_matrix
 from lanner.tasks.base import TrainRecipe
 
@@ -141,7 +142,7 @@ def balanced_metrics(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
     return {"val_macro_f1": f1.mean().item(), "val_min_recall": recall.min().item()}
 
 
-class ClassificationTask:
+class ClassificationTask(TrainTask):
     """Supplies the trainer with batches, loss and validation metrics for image classification."""
 
     monitor = "val_acc"

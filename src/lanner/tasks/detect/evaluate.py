@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from rich.console import Console
 
@@ -18,6 +20,7 @@ from lanner.tasks.detect.training import detect_canvases_tta
 from lanner.tasks.eval_data import load_eval_data
 from lanner.tasks.loading import LoadedRun
 from lanner.tasks.run_thresholds import class_thresholds
+from lanner.tasks.sharing import gather_shares, part_of, print_skipped_elsewhere
 
 
 def predict_dataset(
@@ -118,6 +121,8 @@ def evaluate_detection_ensemble(ensemble, data, split, options: InferenceOptions
     metrics, headlines = _evaluate(
         ensemble.members, ensemble.weights, ensemble.run, data, split, options, console
     )
+    if not metrics:  # another process than 0 (--devices N)
+        return {}
     by_run = {str(m.run.path): h for m, h in zip(ensemble.members, headlines, strict=True)}
     for run, value in by_run.items():
         console.print(
@@ -131,7 +136,8 @@ def evaluate_detection_ensemble(ensemble, data, split, options: InferenceOptions
 
 
 def _member_predictions(members, dataset: Dataset, options: InferenceOptions, console: Console):
-    """(the images every member read, each member's detections on them, the first member's tiling)."""
+    """(the images every member read, each member's detections on them, the first member's tiling,
+    the images left out as "path: problem")."""
     outputs, tilings = [], []
     for loaded in members:
         tilings.append(resolve_tiling(loaded.meta.get("tiling"), **options.tiling_overrides()))
@@ -139,7 +145,23 @@ def _member_predictions(members, dataset: Dataset, options: InferenceOptions, co
         outputs.append(dict(zip((str(r.path) for r in kept.records), detections, strict=True)))
     common = [r for r in dataset.records if all(str(r.path) in out for out in outputs)]
     kept = Dataset(dataset.classes, common, "detect", dataset.root, dataset.format, dataset.issues)
-    return kept, [[out[str(r.path)] for r in common] for out in outputs], tilings[0]
+    read = {id(r) for r in common}
+    left_out = [f"{r.path}: unreadable, left out" for r in dataset.records if id(r) not in read]
+    return kept, [[out[str(r.path)] for r in common] for out in outputs], tilings[0], left_out
+
+
+def _shared_predictions(members, dataset: Dataset, options: InferenceOptions, console: Console):
+    """:func:`_member_predictions` of this process's part of the images, every part gathered in order
+    on process 0: (the images read, each member's detections, the tiling); None on the others."""
+    part = members[0].part
+    kept, each, tiling, left_out = _member_predictions(members, part_of(dataset, part), options, console)
+    shares = gather_shares(part, (kept.records, each, left_out))
+    if shares is None:
+        return None
+    print_skipped_elsewhere(console, [share[2] for share in shares])
+    records = [r for share in shares for r in share[0]]
+    each = [[d for member in parts for d in member] for parts in zip(*(s[1] for s in shares), strict=True)]
+    return replace(dataset, records=records), each, tiling
 
 
 def _thresholds(members, data, split, evaluated, tiling, options: InferenceOptions, console: Console):
@@ -163,7 +185,10 @@ def _evaluate(members, weights, run, data, split, options, console) -> tuple[dic
     dataset, split = load_eval_data(
         first, data, split, load_detection_data, console, options.allow_outside_root
     )
-    dataset, each, tiling = _member_predictions(members, dataset, options, console)
+    shared = _shared_predictions(members, dataset, options, console)
+    if shared is None:  # another process: process 0 scores and writes
+        return {}, []
+    dataset, each, tiling = shared
     detections = (
         each[0] if len(each) == 1 else [fuse_models(list(d), weights) for d in zip(*each, strict=True)]
     )

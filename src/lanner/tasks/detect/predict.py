@@ -313,12 +313,17 @@ def _thresholds(members: list[LoadedRun], options: InferenceOptions, score_thres
 
 
 def _predict(members, weights, inputs, out: Path, options, console, score_threshold=None) -> list[dict]:
-    classes = members[0].classes
+    """Process 0 writes (and draws) every image's boxes, in input order ([] on the other processes)."""
+    classes, part = members[0].classes, members[0].part
     threshold = _thresholds(members, options, score_threshold)
     floor = float(threshold.min(initial=1.0))  # the model keeps boxes down to the lowest class threshold
+    paths = expand_inputs(inputs)
+    found = part.gather(list(_combined(members, weights, part.of(paths), options, floor)))
+    if not part.is_main:
+        return []
     folder = out.parent if out.suffix else out
     results, rows = [], []
-    for path, size, det in _combined(members, weights, expand_inputs(inputs), options, floor):
+    for path, size, det in found:
         if size is None:
             console.print(f"[yellow]skipped[/] {det}")
             rows.append({"path": str(path), "error": det})

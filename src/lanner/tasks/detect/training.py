@@ -25,6 +25,7 @@ from lanner.data.detections import Detections
 from lanner.data.pixels import batch_generator, to_float
 from lanner.data.records import Dataset
 from lanner.engine.distributed import WHOLE, Part, shard_batches
+from lanner.engine.trainer import TrainTask
 from lanner.eval.detection import evaluate_detections
 from lanner.predict.tta import detect_views, fuse_views
 from lanner.tasks.base import TrainRecipe
@@ -93,7 +94,7 @@ def nan_if_none(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-class DetectionTask:
+class DetectionTask(TrainTask):
     """Supplies the trainer with batches, loss and COCO validation metrics for object detection."""
 
     monitor = "val_map"
