@@ -121,8 +121,10 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[StreamBatch]:
         info = get_worker_info()
-        worker = info.id if info is not None else 0
-        return worker_batches(self.source, self.shards, self.plan, worker, self.skip)
+        # The DataLoader asks its workers in turn from worker 0, so worker 0 plays the part that
+        # makes the next step: a resumed epoch's first batch is step ``skip``, not step 0's round.
+        part = ((info.id if info is not None else 0) + self.skip) % self.plan.workers
+        return worker_batches(self.source, self.shards, self.plan, part, self.skip)
 
 
 def stream_loader(stream: ShardStream) -> DataLoader:

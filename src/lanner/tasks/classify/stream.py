@@ -66,7 +66,11 @@ class StreamedClassificationTask(ClassificationTask):
         order and with the same augmentation, as an uninterrupted epoch)."""
         plan = self.epoch_plan(epoch, shard)
         rank, world = shard
-        for batch in stream_loader(ShardStream(self.source, self.shards, plan, skip)):
+        for expected, batch in enumerate(
+            stream_loader(ShardStream(self.source, self.shards, plan, skip)), skip
+        ):
+            if batch.step != expected:  # the order a resume relies on; never seen, but never silent
+                raise RuntimeError(f"shard stream gave step {batch.step} where step {expected} was due")
             labels = torch.as_tensor([m["label"] for m in batch.annotations], dtype=torch.long)
             # Every process's batches get their own augmentation numbers, as in the cached path.
             yield self.training_batch(batch.images, labels, epoch, batch.step * world + rank)
