@@ -21,6 +21,7 @@ from lanner.data.check import summarise as summarise_dataset
 from lanner.data.convert import convert_dataset
 from lanner.data.formats import read_dataset
 from lanner.data.images import set_max_image_pixels as set_image_pixel_limit
+from lanner.data.shard_index import is_shard_folder, read_index
 from lanner.demo import run_demo
 from lanner.engine import distributed, lr_auto
 from lanner.engine import resume as resuming
@@ -204,6 +205,8 @@ def probe(config: TrainConfig, console: Console | None = None, *, report: bool =
 
 
 def count_images(data: str, format: str | None = None, allow_outside_root: bool = False) -> int:
+    if is_shard_folder(data):
+        return read_index(data).count("train")
     dataset = read_dataset(data, format, allow_outside_root=allow_outside_root)
     return sum(1 for r in dataset.records if r.split in (None, "train"))
 

@@ -16,7 +16,7 @@ from lanner.data.pixels import Preprocessing
 from lanner.data.shard_index import ShardIndex
 from lanner.data.shard_plan import EpochPlan, steps_per_process
 from lanner.data.shard_stream import ShardStream, read_all, stream_loader
-from lanner.errors import ConfigError, DataError
+from lanner.errors import ConfigError
 from lanner.tasks.base import TrainRecipe
 from lanner.tasks.classify.training import ClassificationTask
 
@@ -82,9 +82,9 @@ def held_images(index: ShardIndex, source: str, recipe: TrainRecipe) -> tuple[np
     val_images, val_meta = read_all(source, index.splits.get("val", []))
     wanted = len(val_meta) if recipe.eval_train is None else recipe.eval_train
     train_images, train_meta = read_all(source, index.splits["train"], limit=wanted)
-    parts = [a for a in (val_images, train_images) if len(a)]
-    if not parts:
-        raise DataError(f"{source}: the shards hold no samples")
-    images = np.concatenate(parts)
+    side = index.stored_size
+    images = np.concatenate(
+        [np.zeros((0, side, side, 3), np.uint8), *(a for a in (val_images, train_images) if len(a))]
+    )
     labels = np.array([m["label"] for m in (*val_meta, *train_meta)], dtype=np.int64)
     return images, labels, len(val_meta)
