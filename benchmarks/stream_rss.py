@@ -104,6 +104,24 @@ def measure(n: int, work: Path, image_size: int) -> dict:
     return {"train_images": n, "val_images": VAL_IMAGES, "cache": cache, "shard": sharding, "stream": stream}
 
 
+def markdown_table(runs: list[dict]) -> str:
+    """The docs/benchmarks.md table of ``runs``."""
+    lines = [
+        "| train images | px | cache: img/s | cache: peak RSS MiB (tree) | cache: wall s "
+        "| shard: wall s | stream: img/s | stream: peak RSS MiB (tree) | stream: wall s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["image_size"], r["train_images"])):
+        c, sh, st = r["cache"], r["shard"], r["stream"]
+        cells = [f"{r['train_images']:,}", str(r["image_size"]), f"{c['images_per_s']:.1f}",
+                 f"{c['peak_rss_mib']:.0f} ({c['peak_tree_rss_mib']:.0f})", f"{c['wall_s']:.0f}",
+                 f"{sh['wall_s']:.0f}", f"{st['images_per_s']:.1f}",
+                 f"{st['peak_rss_mib']:.0f} ({st['peak_tree_rss_mib']:.0f})",
+                 f"{st['wall_s']:.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,50000")
@@ -121,6 +139,7 @@ def main() -> None:
                            (n, args.image_size)] + [row]  # fmt: skip
         results["command"] = " ".join(["nice -n 19 .venv/bin/python benchmarks/stream_rss.py", *sys.argv[1:]])
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown_table(results["runs"]))
 
 
 if __name__ == "__main__":
