@@ -1,11 +1,12 @@
 """Peak memory and speed of one training epoch: the decoded-image cache vs streaming from shards.
 
-    nice -n 19 .venv/bin/python benchmarks/stream_rss.py [--sizes 1000,10000,50000] [--image-size 48] \
-        [--work /tmp/stream_rss] [--out benchmarks/results/stream_rss.json]
+    nice -n 19 .venv/bin/python benchmarks/stream_rss.py [--sizes 1000,10000,50000] [--image-size 64] \
+        [--model shallownet] [--work /tmp/stream_rss] [--out benchmarks/results/stream_rss.json]
 
 For each N, N generated 64 px JPEGs (4 classes told apart by colour, under random noise patterns;
 train/ and a fixed 200-image val/ split, so validation does not grow with N) are trained on for one
-epoch (resnet10t, batch 64, CPU, default workers) twice, each in its own process:
+epoch (a small model, shallownet by default, so that the data side shows; batch 64, CPU,
+default workers) twice, each in its own process:
 
 * cache: ``lanner train DATA``: every image decoded into the uint8 memmap cache first (a fresh
   cache directory), then batches cut from it;
@@ -81,25 +82,25 @@ def epoch_speed(run: Path) -> float:
         return float(list(csv.DictReader(f))[0]["images_per_s"])
 
 
-def train_command(data: Path, run: Path, image_size: int) -> list[str]:
-    return [sys.executable, "-m", "lanner", "train", str(data), "--model", "resnet10t", "--epochs", "1",
+def train_command(data: Path, run: Path, image_size: int, model: str) -> list[str]:
+    return [sys.executable, "-m", "lanner", "train", str(data), "--model", model, "--epochs", "1",
             "--batch-size", "64", "--image-size", str(image_size), "--device", "cpu", "--no-eval",
             "--run", str(run)]  # fmt: skip
 
 
-def measure(n: int, work: Path, image_size: int) -> dict:
+def measure(n: int, work: Path, image_size: int, model: str) -> dict:
     data = generate(work / f"data-{n}", n)
     stamp = time.time_ns()  # fresh runs, cache and shards for every measurement
     env = {**os.environ, "LANNER_CACHE": str(work / f"cache-{n}-{stamp}")}
     cache_run, stream_run, shards = (
         work / f"{kind}-{n}-{stamp}" for kind in ("run-cache", "run-stream", "shards")
     )
-    cache = run_measured(train_command(data, cache_run, image_size), env)
+    cache = run_measured(train_command(data, cache_run, image_size, model), env)
     sharding = run_measured(
         [sys.executable, "-m", "lanner", "shard", str(data), str(shards), "--image-size", str(image_size)],
         env,
     )
-    stream = run_measured(train_command(shards, stream_run, image_size), env)
+    stream = run_measured(train_command(shards, stream_run, image_size, model), env)
     cache["images_per_s"], stream["images_per_s"] = epoch_speed(cache_run), epoch_speed(stream_run)
     return {"train_images": n, "val_images": VAL_IMAGES, "cache": cache, "shard": sharding, "stream": stream}
 
@@ -107,13 +108,14 @@ def measure(n: int, work: Path, image_size: int) -> dict:
 def markdown_table(runs: list[dict]) -> str:
     """The docs/benchmarks.md table of ``runs``."""
     lines = [
-        "| train images | px | cache: img/s | cache: peak RSS MiB (tree) | cache: wall s "
+        "| train images | model, px | cache: img/s | cache: peak RSS MiB (tree) | cache: wall s "
         "| shard: wall s | stream: img/s | stream: peak RSS MiB (tree) | stream: wall s |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(runs, key=lambda r: (r["image_size"], r["train_images"])):
         c, sh, st = r["cache"], r["shard"], r["stream"]
-        cells = [f"{r['train_images']:,}", str(r["image_size"]), f"{c['images_per_s']:.1f}",
+        cells = [f"{r['train_images']:,}", f"{r.get('model', 'resnet10t')}, {r['image_size']}",
+                 f"{c['images_per_s']:.1f}",
                  f"{c['peak_rss_mib']:.0f} ({c['peak_tree_rss_mib']:.0f})", f"{c['wall_s']:.0f}",
                  f"{sh['wall_s']:.0f}", f"{st['images_per_s']:.1f}",
                  f"{st['peak_rss_mib']:.0f} ({st['peak_tree_rss_mib']:.0f})",
@@ -125,18 +127,21 @@ def markdown_table(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,50000")
-    parser.add_argument("--image-size", type=int, default=48)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--model", default="shallownet")
     parser.add_argument("--work", type=Path, default=Path("/tmp/stream_rss"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream_rss.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": []}
     for n in (int(s) for s in args.sizes.split(",")):
-        row = {**measure(n, args.work, args.image_size), "image_size": args.image_size,
+        row = {**measure(n, args.work, args.image_size, args.model), "image_size": args.image_size,
+               "model": args.model,
                "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
         print(json.dumps(row), flush=True)
-        results["runs"] = [r for r in results["runs"] if (r["train_images"], r.get("image_size")) !=
-                           (n, args.image_size)] + [row]  # fmt: skip
+        key = (n, args.image_size, args.model)
+        kept = [r for r in results["runs"] if (r["train_images"], r["image_size"], r.get("model")) != key]
+        results["runs"] = [*kept, row]
         results["command"] = " ".join(["nice -n 19 .venv/bin/python benchmarks/stream_rss.py", *sys.argv[1:]])
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown_table(results["runs"]))
