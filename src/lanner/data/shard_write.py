@@ -186,7 +186,7 @@ def write_shards(
     issues: list[Issue] = []
     splits: dict[str, list[ShardInfo]] = {}
     counts: dict[str, list[int]] = {}
-    with _pool(plan.workers) as pool:
+    with _Pool(plan.workers) as pool:
         for split in _split_names(dataset):
             records = _shuffled([r for r in dataset.records if r.split == split], plan.seed)
             before = len(issues)
@@ -226,7 +226,7 @@ def _class_counts(dataset: Dataset, records: list[ImageRecord]) -> list[int]:
     return counts.tolist()
 
 
-class _pool:
+class _Pool:
     """``map`` over a process pool (several workers) or in this process (one: no fork cost)."""
 
     def __init__(self, workers: int) -> None:
