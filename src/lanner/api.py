@@ -23,6 +23,7 @@ from lanner.data.check import summarise as summarise_dataset
 from lanner.data.convert import convert_dataset
 from lanner.data.formats import read_dataset
 from lanner.data.images import set_max_image_pixels as set_image_pixel_limit
+from lanner.data.shard_index import is_shard_folder, read_index
 from lanner.demo import run_demo
 from lanner.engine import distributed, lr_auto
 from lanner.engine import resume as resuming
@@ -46,6 +47,7 @@ from lanner.tasks.classify.probe import run_probe
 from lanner.tasks.ensemble import ENSEMBLE_DIR, load_ensemble
 from lanner.tasks.loading import describe_inference, load_for_inference
 from lanner.tasks.review import ReviewSettings, review_run
+from lanner.tasks.sharding import ShardOptions, shard_dataset
 from lanner.tasks.summary import summarise_name, summarise_run
 from lanner.tasks.two_stage.crops import CropSummary, write_crops
 from lanner.tasks.two_stage.pipeline import load_two_stage
@@ -212,6 +214,8 @@ def probe(config: TrainConfig, console: Console | None = None, *, report: bool =
 
 
 def count_images(data: str, format: str | None = None, allow_outside_root: bool = False) -> int:
+    if is_shard_folder(data):
+        return read_index(data).count("train")
     dataset = read_dataset(data, format, allow_outside_root=allow_outside_root)
     return sum(1 for r in dataset.records if r.split in (None, "train"))
 
@@ -377,6 +381,25 @@ def convert(
     """Convert ``data`` to another format; returns (output path, the dataset as read, with its issues)."""
     dataset = read_dataset(data, format, strict=strict, allow_outside_root=allow_outside_root)
     return convert_dataset(dataset, to, out, data), dataset
+
+
+def shard(
+    data: str, out: str | Path, console: Console | None = None, options: ShardOptions | None = None,
+    **option_values,
+) -> dict:  # fmt: skip
+    """Write ``data`` (any format) as tar shards of pre-resized images that ``train(out)`` streams;
+    ``options`` (or its fields as keywords: image_size, shard_size, val_fraction, seed, workers, ...)
+    see :class:`~lanner.tasks.sharding.ShardOptions`. Returns what was written."""
+    index, issues = shard_dataset(data, out, options or ShardOptions(**option_values), _console(console))
+    return {
+        "out": str(out),
+        "task": index.task,
+        "classes": index.classes,
+        "image_size": index.image_size,
+        "stored_size": index.stored_size,
+        "splits": {k: {"images": index.count(k), "shards": len(v)} for k, v in index.splits.items()},
+        "issues": [{"path": i.path, "problem": i.problem, "action": i.action} for i in issues],
+    }
 
 
 def report(run: str | Path, out: str | Path | None = None) -> Path:

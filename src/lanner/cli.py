@@ -446,6 +446,33 @@ def convert(
         console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
 
 
+@app.command()
+@config_options("shard", TrainConfig)
+def shard(
+    data: Annotated[str, typer.Argument(help="dataset in any supported format")],
+    out: Annotated[Path, typer.Argument(help="new folder for the shards and their index")],
+    shard_size: Annotated[str, Opt(help="images per shard (1000) or bytes per shard (64MB, 1GB)")] = "1000",
+    json_: Annotated[bool, Opt("--json", help="machine-readable output")] = False,
+    *,
+    given: dict[str, Any],
+) -> None:
+    """Write a dataset as tar shards of pre-resized images (WebDataset layout), for data larger than
+    the decoded-image cache: `lanner train OUT` streams them."""
+    _limit_image_pixels(given)
+    s = api.shard(data, out, console=console, shard_size=shard_size, **given)
+    if json_:
+        sys.stdout.write(json.dumps({"command": "shard", **s}) + "\n")
+        return
+    splits = ", ".join(f"{k} {v['images']} images in {v['shards']} shard(s)" for k, v in s["splits"].items())
+    console.print(
+        f"{s['task']}, {len(s['classes'])} classes -> {s['out']}: {splits}; pixels for {s['image_size']} px "
+        f"training (stored {s['stored_size']} px). Train with: lanner train {s['out']}",
+        highlight=False,
+    )
+    for issue in s["issues"]:
+        console.print(f"  {issue['path']}: {issue['problem']} ({issue['action']})", markup=False)
+
+
 def _runs_then(first: Path, items: list[str]) -> tuple[list[Path], list[str]]:
     """RUN [RUN...] then the rest: the items after the first run that are run directories (a checkpoint
     in checkpoints/) are more runs, up to the first that is not; it and those after are DATA/IMAGES."""

@@ -25,10 +25,10 @@ from lanner.errors import ConfigError
 
 # ------------------------------------------------------------------------------- option declarations
 TRAINING = ("train", "lr-find", "probe")  # settings of the data and model: the LR range test, probes too
-IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict", "review", "crops")
+IMAGE_READERS = ("train", "lr-find", "check", "convert", "eval", "predict", "review", "crops", "shard")
 INFERENCE = ("eval", "predict")
 # Commands that read an annotation file naming other files (eval declares its own, in InferenceOptions).
-DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule", "crops")
+DATASET_READERS = ("train", "lr-find", "probe", "check", "convert", "schedule", "crops", "shard")
 
 
 def option(
@@ -250,7 +250,9 @@ class TrainConfig(BaseModel):
     data: str = option("", help="dataset folder or annotation file (any supported format)", commands=())
     # Task and tracker names are the plug-ins' (tasks/, engine/tracking.py); lanner.api checks them.
     task: str | None = option(help="classify or detect (inferred from the data)")
-    format: str | None = option(help="dataset format (auto-detected)", commands=(*TRAINING, "schedule"))
+    format: str | None = option(
+        help="dataset format (auto-detected)", commands=(*TRAINING, "schedule", "shard")
+    )
     run: str | None = option(
         help="run directory (default runs/<task>-<time>; lr-find: runs/lr-find-<task>-<time>)"
     )
@@ -260,7 +262,7 @@ class TrainConfig(BaseModel):
         help="weights to start from: imagenet, coco (torchvision detectors), a timm tag "
         "(resnet50.a1_in1k), a weights file or a lanner run"
     )
-    image_size: int | None = option(help="input size in pixels", gt=0)
+    image_size: int | None = option(help="input size in pixels", commands=(*TRAINING, "shard"), gt=0)
     batch_size: int | None = option(help="images per step", commands=(*TRAINING, "schedule"), gt=0)
     epochs: int = option(
         10, help="number of epochs (resume: the new total)", commands=("train", "resume", "schedule"), ge=1
@@ -305,7 +307,11 @@ class TrainConfig(BaseModel):
         default_factory=dict, help="OLD=NEW class rename (repeatable; merges when equal)"
     )
     val_fraction: float = option(
-        0.2, help="share of each class drawn for validation when the data has no val split", gt=0, lt=1
+        0.2,
+        help="share of each class drawn for validation when the data has no val split",
+        gt=0,
+        lt=1,
+        commands=(*TRAINING, "shard"),
     )
     freeze_epochs: int = option(
         0,
@@ -334,7 +340,7 @@ class TrainConfig(BaseModel):
         "(default: as many as val; 0: none)",
         ge=0,
     )
-    seed: int = option(0, help="random seed (split, order, augmentation)")
+    seed: int = option(0, help="random seed (split, order, augmentation)", commands=(*TRAINING, "shard"))
     device: str = option("auto", help="auto, cpu, cuda, cuda:1")
     precision: Precision = option("auto", help="numeric precision")
     sync_bn: bool | None = option(
@@ -342,7 +348,12 @@ class TrainConfig(BaseModel):
         "default: on for detection on several GPUs)",
         commands=("train", "resume"),
     )
-    workers: int | None = option(help="processes decoding images into the cache (default: one per CPU)", ge=1)
+    workers: int | None = option(
+        help="processes decoding images into the cache (default: one per CPU); streaming from shards: "
+        "loader workers per process (default 2)",
+        commands=(*TRAINING, "shard"),
+        ge=1,
+    )
     cache_dir: str | None = option(help="decoded-image cache (default: $LANNER_CACHE or ~/.cache/lanner)")
     max_image_pixels: int | None = option(
         help="Pillow's decompression-bomb limit in pixels: raise it for trusted huge images (0: none)",

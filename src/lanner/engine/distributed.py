@@ -209,7 +209,8 @@ class ShardedTask:
         self.task, self.dist = task, dist
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.task.steps_per_epoch() / self.dist.world)
+        own = getattr(self.task, "steps_per_process", None)  # a task that splits its epoch itself (shards)
+        return own(self.dist.world) if own else math.ceil(self.task.steps_per_epoch() / self.dist.world)
 
     def train_batches(self, epoch: int, skip: int = 0):
         return self.task.train_batches(epoch, skip, shard=(self.dist.rank, self.dist.world))

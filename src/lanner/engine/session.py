@@ -21,6 +21,7 @@ from lanner._io import sweep_temp_files, write_json, write_text
 from lanner.config import TrainConfig, parse_duration
 from lanner.data.formats import read_dataset
 from lanner.data.images import set_max_image_pixels
+from lanner.data.shard_index import is_shard_folder, read_index
 from lanner.engine import distributed
 from lanner.engine.callbacks import Callback, Callbacks, RunStart
 from lanner.engine.runlock import RunLock, refuse_if_in_use
@@ -60,6 +61,8 @@ class Session:
 def infer_task(config: TrainConfig) -> str:
     if config.task:
         return config.task
+    if is_shard_folder(config.data):  # a folder `lanner shard` wrote: its index says the task
+        return read_index(config.data).task
     return read_dataset(config.data, config.format, allow_outside_root=config.allow_outside_root).task
 
 

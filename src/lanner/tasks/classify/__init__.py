@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from lanner.data.shard_index import is_shard_folder
 from lanner.models.classifiers import build_classifier, default_input_size
 from lanner.tasks.base import Task, register_task
 from lanner.tasks.classify.evaluate import evaluate_classification, evaluate_classification_ensemble
@@ -16,6 +17,8 @@ from lanner.tasks.classify.predict import (
 from lanner.tasks.classify.report import GALLERY_KEYS, classify_badness
 from lanner.tasks.classify.review import ClassifyReviewer
 from lanner.tasks.classify.setup import prepare_classification
+from lanner.tasks.classify.stream_eval import evaluate_on_shards
+from lanner.tasks.classify.stream_setup import prepare_streamed_classification
 
 
 class Classify(Task):
@@ -24,12 +27,17 @@ class Classify(Task):
     gallery_keys = GALLERY_KEYS
 
     def prepare(self, config, run, device, console, fresh):
+        if is_shard_folder(config.data):  # written by `lanner shard`: streamed, not cached
+            return prepare_streamed_classification(config, run, device, console, fresh)
         return prepare_classification(config, run, device, console, fresh)
 
     def build_model(self, meta):
         return build_classifier(meta.model_name, len(meta.classes))[0]
 
     def evaluate(self, loaded, data, split, options, console):
+        shards = data if data is not None else loaded.config.data
+        if is_shard_folder(shards):
+            return evaluate_on_shards(loaded, shards, split, console, options)
         return evaluate_classification(loaded, data, split, console, options)
 
     def predict(self, loaded, inputs, out, options, console):

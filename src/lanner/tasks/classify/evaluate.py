@@ -46,7 +46,7 @@ def _classify(loaded: LoadedRun, dataset: Dataset, tta: bool):
     return idx, probs, [f"{issue.path}: {issue.problem}" for issue in issues]
 
 
-def _prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[dict]:
+def prediction_items(records, probs: torch.Tensor, num_classes: int) -> list[dict]:
     """One eval/predictions.json entry per image: truth, prediction, top-k."""
     top = probs.topk(min(5, num_classes), dim=1)
     return [
@@ -132,7 +132,7 @@ def _evaluate(members, weights, run, data, split, console, options) -> tuple[dic
     targets = torch.tensor([r.label for r in records])
     thresholds = _thresholds(members, data, split, (probs.numpy(), targets.numpy()), options, console)
     metrics = {**classification_metrics(probs, targets, members[0].classes, thresholds), "tta": options.tta}
-    items = _prediction_items(records, probs, len(members[0].classes))
+    items = prediction_items(records, probs, len(members[0].classes))
     write_classification_outputs(metrics, items, run, split)
     console.print(
         f"evaluation on split {split or 'all'} ({len(records)} images) with {members[0].checkpoint.name}:"

@@ -168,13 +168,19 @@ class ClassificationTask(TrainTask):
         self.classes, self.prep, self.batch_size = classes, prep, batch_size
         self.device = device or torch.device("cpu")
         counts = np.bincount(labels[self.train_idx], minlength=len(classes)).astype(np.float64)
-        self.class_counts = counts
         self.augment, self.hflip, self.seed = augment, hflip, seed
         self.geometry = recipe.geometry
+        self.set_class_counts(counts, balance, label_smoothing)
+
+    def set_class_counts(self, counts: np.ndarray, balance: str, label_smoothing: float) -> None:
+        """The training images per class, and the loss and balance that follow from them."""
+        self.class_counts = counts
         self.balance = resolve_balance(balance, counts)
         weight = None
         if self.balance == "weighted":
-            weight = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
+            weight = torch.tensor(
+                counts.sum() / (len(self.classes) * np.maximum(counts, 1)), dtype=torch.float32
+            )
         self.loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing).to(
             self.device
         )
@@ -212,14 +218,17 @@ class ClassificationTask(TrainTask):
         for b in shard_batches(len(bounds), skip, *shard):
             start, stop = bounds[b]
             sorted_idx = np.sort(order[start:stop])  # sequential reads from the memmap
-            g = batch_generator(self.seed, epoch, b)
-            x = augment_batch(
-                self.images[sorted_idx], self.prep, self.augment, self.hflip, g, self.device, self.geometry
-            )
-            y = self.labels[sorted_idx].to(self.device)
-            if any(self.mix_alphas) and len(y) > 1:
-                x, y = mix_batch(x, y, len(self.classes), self.mix_alphas, g)  # y: soft targets
-            yield x.contiguous(memory_format=torch.channels_last), y
+            yield self.training_batch(self.images[sorted_idx], self.labels[sorted_idx], epoch, b)
+
+    def training_batch(self, images_u8, labels: torch.Tensor, epoch: int, number: int):
+        """Cached squares [B, S', S', 3] uint8 and labels [B] -> the augmented batch (x, y) on the device;
+        ``number`` (the batch's place in the epoch) seeds its augmentation."""
+        g = batch_generator(self.seed, epoch, number)
+        x = augment_batch(images_u8, self.prep, self.augment, self.hflip, g, self.device, self.geometry)
+        y = labels.to(self.device)
+        if any(self.mix_alphas) and len(y) > 1:
+            x, y = mix_batch(x, y, len(self.classes), self.mix_alphas, g)  # y: soft targets
+        return x.contiguous(memory_format=torch.channels_last), y
 
     def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
         x, y = batch

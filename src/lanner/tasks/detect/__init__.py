@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from lanner.data.shard_index import is_shard_folder
+from lanner.errors import ConfigError
 from lanner.tasks.base import Task, register_task
 from lanner.tasks.detect.evaluate import evaluate_detection_ensemble, evaluate_detection_run
 from lanner.tasks.detect.export import detector_export_plan
@@ -31,6 +33,11 @@ class Detect(Task):
     gallery_keys = GALLERY_KEYS
 
     def prepare(self, config, run, device, console, fresh):
+        if is_shard_folder(config.data):
+            raise ConfigError(
+                f"{config.data}: detection shards are written (boxes in each sample's JSON) but not "
+                "streamed yet; train the detector on the dataset itself"
+            )
         return prepare_detection(config, run, device, console, fresh)
 
     def build_model(self, meta):
