@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +108,39 @@ def write_tiny_class_folders(root: Path, per_class: int = 12) -> Path:
             pixels = rng.integers(0, 100, (16, 16, 3)) + 150 * c
             Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i:02d}.png")
     return root
+
+
+# ------------------------------------------------------------------------- several processes at once
+GROUP_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_env(**extra: str) -> dict:
+    """This environment without any process-group variables of its own (torchrun's, SLURM's)."""
+    base = {k: v for k, v in os.environ.items() if k not in GROUP_VARIABLES and not k.startswith("SLURM_")}
+    return {**base, "COLUMNS": "250", **extra}
+
+
+def run_together(commands: list[list[str]], envs: list[dict], cwd) -> list[subprocess.CompletedProcess]:
+    """Start the commands at once (the processes of one group, each with ``group_env(**env)``) and
+    wait for all of them; any still running after a failure are killed."""
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=cwd, env=group_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for cmd, env in zip(commands, envs, strict=True)
+    ]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)
+    ]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-from helpers import write_digit_folders
+from helpers import free_port, run_together, write_digit_folders
 
 from lanner.demo_detect import write_digit_canvases
 from lanner.engine.checkpoint import load_checkpoint
@@ -111,38 +110,11 @@ def test_two_processes_keep_frozen_tensors_bit_identical_and_unfreeze_after_n_ep
 
 
 # ----------------------------------------------------------------------------------- detection, launchers
-TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _together(commands: list[list[str]], envs: list[dict], cwd) -> list[subprocess.CompletedProcess]:
     """Start the commands at once (the processes of one group) and wait for all of them."""
-    base = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES and not k.startswith("SLURM_")}
-    procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env={**base, "COLUMNS": "250", **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for cmd, env in zip(commands, envs, strict=True)
-    ]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return [
-        subprocess.CompletedProcess(p.args, p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)
-    ]
+    return run_together(commands, envs, cwd)
 
 
 def test_slurm_and_torchrun_variables_give_the_process_its_place():
@@ -207,7 +179,7 @@ def test_tiled_detection_under_srun_then_torchrun_validates_in_parts_like_one_pr
         "cpu",
     ]
     args += ["--run", str(run), "--no-eval", "--no-hflip"]
-    slurm = {"SLURM_NTASKS": "2", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(free_port())}
     envs = [{**slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)} for r in (0, 1)]
     first = _together([[sys.executable, "-m", "lanner", *args]] * 2, envs, tmp_path)
     assert [p.returncode for p in first] == [0, 0], first[0].stdout + first[0].stderr + first[1].stderr
@@ -243,7 +215,7 @@ def test_detection_with_a_time_budget_on_two_nodes_agrees_on_the_plan(tmp_path):
     loopback address; --time: process 0's plan and clock are everyone's (a disagreement would hang)."""
     data = write_digit_canvases(tmp_path / "canvases", n_train=4, n_val=2, size=96, objects=(2, 4))
     run = tmp_path / "run"
-    port = str(_free_port())
+    port = str(free_port())
     lanner = ["train", str(data), "--task", "detect", "--model", "fcos_test_resnet", "--image-size", "64"]
     lanner += ["--batch-size", "2", "--time", "20s", "--device", "cpu", "--run", str(run), "--no-eval"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import save_untrained_classifier, save_untrained_detector, write_digit_folders
+from helpers import (
+    free_port,
+    group_env,
+    run_together,
+    save_untrained_classifier,
+    save_untrained_detector,
+    write_digit_folders,
+)
 
 from lanner import cli
 from lanner.data.formats import read_dataset
@@ -22,56 +27,26 @@ from lanner.demo_detect import write_digit_canvases
 from lanner.rundir import RunDir
 
 TWO = ["--devices", "2", "--device", "cpu"]
-# A group's variables inherited from a launcher around pytest would make every lanner started here
-# join that group: the processes below get only the ones they are given.
-GROUP_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _env(**extra: str) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in GROUP_VARIABLES and not k.startswith("SLURM_")}
-    return {**base, "COLUMNS": "250", **extra}
 
 
 def _lanner(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # group_env: a launcher's variables around pytest would make every lanner started here join its group.
     return subprocess.run(
         [sys.executable, "-m", "lanner", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
-        env=_env(),
+        env=group_env(),
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_srun_starts(args: list[str], cwd: Path) -> list[subprocess.CompletedProcess]:
     """Two processes started at once, as ``srun --ntasks 2`` starts them (SLURM_* only, no torchrun)."""
-    slurm = {"SLURM_NTASKS": "2", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "lanner", *args],
-            cwd=cwd,
-            env=_env(**slurm, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return [
-        subprocess.CompletedProcess(p.args, p.returncode, o, e) for p, (o, e) in zip(procs, outs, strict=True)
-    ]
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    command = [sys.executable, "-m", "lanner", *args]
+    envs = [{**slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)} for rank in (0, 1)]
+    return run_together([command, command], envs, cwd)
 
 
 def _assert_same(a, b, tol: float, where: str = "") -> None:
