@@ -87,9 +87,23 @@ def local_copy(url: str) -> Path:
         return _named(_mirror(fs, folder, url, only=[(path, name)]), name, url)
 
 
+def is_mirrored(url: str) -> bool:
+    """Whether the dataset at ``url`` was fetched into a mirror already; asks no server."""
+    fs, path = _filesystem(url)
+    return _find_kept(fs, path, url, _dataset_root)[1] is not None
+
+
 def _kept(fs, path: str, url: str, root_of, alone: bool = False) -> Path | None:
     """What ``url`` names in a mirror made earlier, found without asking the server (so that eval and
     resume of a run trained on a URL work offline), or None. ``alone``: a file's mirror holds it only."""
+    mirror, found = _find_kept(fs, path, url, root_of, alone)
+    if found is not None:
+        _announce(found, f"data: {url} as fetched into {found} (delete {mirror} to fetch it again)")
+    return found
+
+
+def _find_kept(fs, path: str, url: str, root_of, alone: bool = False) -> tuple[Path, Path | None]:
+    """The mirror ``url`` would be kept in, and what it names there if that mirror exists."""
     mirror, found = _mirror_dir(fs, path.rstrip("/")), None
     if (mirror / SOURCE_FILE).is_file():
         found = mirror / "data"  # the URL of a folder
@@ -98,10 +112,7 @@ def _kept(fs, path: str, url: str, root_of, alone: bool = False) -> Path | None:
         name = _local_name(fs, path[len(root) + 1 :], url)
         mirror = _mirror_dir(fs, root, [name] if alone else [])
         found = mirror / "data" / name if (mirror / SOURCE_FILE).is_file() else None
-    if found is None or not found.exists():
-        return None
-    _announce(found, f"data: {url} as fetched into {found} (delete {mirror} to fetch it again)")
-    return found
+    return mirror, (found if found is not None and found.exists() else None)
 
 
 def _named(mirror: Path, name: str, url: str) -> Path:

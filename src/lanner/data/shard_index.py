@@ -17,6 +17,7 @@ from pathlib import Path
 
 import fsspec
 
+from lanner.data.remote import is_mirrored, is_url
 from lanner.errors import DataError
 
 INDEX_NAME = "lanner-shards.json"
@@ -87,6 +88,8 @@ class ShardIndex:
 def is_shard_folder(source: str | Path | None) -> bool:
     """Whether ``source`` is a shard folder (it holds ``lanner-shards.json``)."""
     if not source:
+        return False
+    if is_url(source) and is_mirrored(str(source)):  # a dataset fetched before; shards are never mirrored
         return False
     try:
         with fsspec.open(join(source, INDEX_NAME), "rb"):
