@@ -3,6 +3,7 @@ and the recipe options (mixup, cutmix)."""
 
 import math
 
+import numpy as np
 import torch
 from helpers import write_digit_folders
 from PIL import Image
@@ -10,10 +11,12 @@ from PIL import Image
 from lanner import api
 from lanner.config import make_config
 from lanner.data.formats import read_dataset
+from lanner.data.pixels import Preprocessing
 from lanner.engine.budget import BudgetPlan, describe, plan_steps, validation_interval
 from lanner.engine.history import read_history
+from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe
 from lanner.tasks.classify.setup import default_input_size
-from lanner.tasks.classify.training import mix_batch
+from lanner.tasks.classify.training import ClassificationTask, mix_batch
 
 
 def test_the_budget_buys_whole_epochs_then_a_partial_one():
@@ -85,3 +88,22 @@ def test_training_with_mixup_and_cutmix(tmp_path):
     )  # fmt: skip
     run = api.train(config, evaluate_after=False)
     assert math.isfinite(float(read_history(run / "history.csv")[0]["train_loss"]))
+
+
+def _task(augment: str) -> ClassificationTask:
+    images = np.zeros((8, 18, 18, 3), dtype=np.uint8)
+    return ClassificationTask(
+        images=images, labels=np.array([0, 1] * 4), train_idx=np.arange(6), val_idx=np.arange(6, 8),
+        classes=["a", "b"], prep=Preprocessing(16, (0.5,) * 3, (0.25,) * 3),
+        recipe=TrainRecipe(batch_size=2, augment=augment),
+    )  # fmt: skip
+
+
+def test_augment_auto_is_light_for_a_short_run_and_default_for_a_longer_one():
+    task = _task("auto")
+    said = task.plan_epochs(3)
+    assert task.augment == "light" and "augmentation: light" in said and "3 planned epochs" in said
+    assert task.plan_epochs(4) is None  # the same preset: nothing more to say
+    assert "augmentation: default" in task.plan_epochs(SHORT_RUN_EPOCHS) and task.augment == "default"
+    chosen = _task("strong")  # a preset the user named is kept, whatever the length
+    assert chosen.plan_epochs(3) is None and chosen.augment == "strong"

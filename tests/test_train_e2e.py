@@ -38,10 +38,21 @@ def digits(tmp_path_factory) -> Path:
 def test_train_eval_predict_through_the_cli(digits, tmp_path):
     run = tmp_path / "run"
     out = lanner(
-        "train", str(digits), "--run", str(run), "--epochs", "3", "--batch-size", "8", *TINY, cwd=tmp_path
+        # TINY less its `--augment light`: the default, auto, picks light for a 3-epoch run and says so
+        "train",
+        str(digits),
+        "--run",
+        str(run),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        *TINY[:-2],
+        cwd=tmp_path,
     )
     # 16 images per class, 20% of each class drawn for validation -> 13 x 3 = 39 training images.
     assert "epoch = 39 images = 5 steps of batch 8" in out.stdout
+    assert "augmentation: light (--augment auto: 3 planned epochs" in out.stdout
     # device auto: the GPU and bf16 where there is one (seen on an H100), else the CPU in float32.
     expected = "device cuda, precision bf16" if torch.cuda.is_available() else "device cpu, precision 32"
     assert expected in out.stdout and f"run directory: {run}" in out.stdout

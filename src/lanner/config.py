@@ -154,6 +154,7 @@ def _strip_annotated(kind: Any) -> Any:
 # ---------------------------------------------------------------------------------- augmentation
 # The geometric part of each preset: max rotation and shear (degrees), translation and scale (fraction).
 GEOMETRY_PRESETS = {
+    "auto": (0.0, 0.0, 0.0, 0.0),  # auto picks light or default (tasks.base.auto_augment): no geometry
     "none": (0.0, 0.0, 0.0, 0.0),
     "light": (0.0, 0.0, 0.0, 0.0),
     "default": (0.0, 0.0, 0.0, 0.0),
@@ -167,8 +168,8 @@ class AugmentSpec:
     plus random rotation, shear, translation and scale, each drawn uniformly in +-the value per image
     (None: the preset's own, :data:`GEOMETRY_PRESETS`); box-aware for detection."""
 
-    name: Literal["none", "light", "default", "strong"] = option(
-        "default", help="augmentation", flag="--augment"
+    name: Literal["auto", "none", "light", "default", "strong"] = option(
+        "auto", help="augmentation (auto: light for short runs, default for longer ones)", flag="--augment"
     )
     rotate: float | None = option(help="max rotation in degrees (augment.rotate)", commands=(), ge=0, le=180)
     shear: float | None = option(help="max shear in degrees (augment.shear)", commands=(), ge=0, le=45)

@@ -75,6 +75,11 @@ class TrainTask(Protocol):
     def validate(self, model: torch.nn.Module) -> dict[str, float]: ...
     def meta(self) -> dict: ...
 
+    def plan_epochs(self, epochs: int) -> str | None:
+        """Told the run's planned epochs (at each epoch's start, and when a --time plan sets them): a
+        task may adapt what depends on the run's length, and return a line saying so (None: nothing)."""
+        return None
+
 
 @dataclass
 class TrainState:
@@ -465,14 +470,19 @@ class Trainer:
         st, seg = self.state, self.state.segments[0]
         told = plan.epochs == st.total_epochs and seg.reason == "timed"
         st.total_epochs, seg.end_step = plan.epochs, plan.steps
-        if told:
-            return  # a small correction: the same number of epochs, not worth a line
-        self.console.print(
-            f"time budget {self.time_budget_s:.0f}s at {step_s:.2f}s per step ({measured_on}): "
-            f"{describe(plan, self.steps_per_epoch)}; LR schedule laid out over {plan.steps} steps"
-        )
+        if not told:  # else a small correction: the same number of epochs, not worth a line
+            self.console.print(
+                f"time budget {self.time_budget_s:.0f}s at {step_s:.2f}s per step ({measured_on}): "
+                f"{describe(plan, self.steps_per_epoch)}; LR schedule laid out over {plan.steps} steps"
+            )
         if plan.steps < FEW_STEPS and seg.reason != "timed":
             self.console.print(f"[yellow]{too_few_steps(plan.steps)}[/]")
+        self._tell_planned_epochs()
+
+    def _tell_planned_epochs(self) -> None:
+        said = self.task.plan_epochs(self.state.total_epochs)
+        if said and self.dist.is_main:
+            self.console.print(said)
 
     def _agreed(self, value):
         """Process 0's ``value`` on every process (what several processes must decide alike)."""
@@ -492,6 +502,8 @@ class Trainer:
 
     def _start_epoch(self, epoch: int) -> None:
         """Freeze what ``--freeze`` says for this epoch; (re-)wrap for DDP when what trains changed."""
+        if self.time_budget_s is None or self.state.segments[0].reason == "timed":  # else: told once planned
+            self._tell_planned_epochs()
         changed = self._set_freeze(epoch)
         if self.model is not None and not (changed and self.dist.enabled):
             return

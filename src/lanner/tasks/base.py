@@ -21,6 +21,16 @@ from lanner.config import InferenceOptions, TrainConfig
 from lanner.errors import ConfigError
 from lanner.rundir import CheckpointMeta, RunDir
 
+# `--augment auto` below this many planned epochs: the light preset. A short run underfits, and a crop
+# of 35% of the image can cut away what makes its class (the fingers of a hand sign); measured in
+# docs/benchmarks.md ("Augmentation strength and the run's length").
+SHORT_RUN_EPOCHS = 10
+
+
+def auto_augment(planned_epochs: int) -> str:
+    """The preset ``--augment auto`` stands for in a run of ``planned_epochs`` (classification)."""
+    return "light" if planned_epochs < SHORT_RUN_EPOCHS else "default"
+
 
 @dataclass(frozen=True)
 class TrainRecipe:
@@ -28,7 +38,7 @@ class TrainRecipe:
     loss smoothing, and the seed every epoch's order and every batch's augmentation derive from."""
 
     batch_size: int
-    augment: str = "default"
+    augment: str = "auto"  # a preset of the task's training module, or auto (see auto_augment)
     hflip: bool = True
     balance: str = "auto"  # classification: auto, none, oversample, weighted, logit_adjust
     label_smoothing: float = 0.0

@@ -20,7 +20,7 @@ from lanner.data.pixels import Preprocessing, batch_generator, centre_crop, eval
 from lanner.engine.distributed import shard_batches
 from lanner.engine.trainer import TrainTask
 from lanner.eval.classification import confusion_matrix
-from lanner.tasks.base import TrainRecipe
+from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe, auto_augment
 
 AUGMENT_PRESETS = {
     # scale range of the random resized crop (fraction of the cached square), colour jitter strength
@@ -168,9 +168,22 @@ class ClassificationTask(TrainTask):
         self.classes, self.prep, self.batch_size = classes, prep, batch_size
         self.device = device or torch.device("cpu")
         counts = np.bincount(labels[self.train_idx], minlength=len(classes)).astype(np.float64)
-        self.augment, self.hflip, self.seed = augment, hflip, seed
+        # "auto" is resolved when the trainer tells the planned epochs (plan_epochs); until then, default.
+        self.augment_setting, self.hflip, self.seed = augment, hflip, seed
+        self.augment = "default" if augment == "auto" else augment
+        self._augment_told: str | None = None  # the preset auto last said it stands for
         self.geometry = recipe.geometry
         self.set_class_counts(counts, balance, label_smoothing)
+
+    def plan_epochs(self, epochs: int) -> str | None:
+        if self.augment_setting != "auto":
+            return None
+        preset, told = auto_augment(epochs), self._augment_told
+        self.augment = self._augment_told = preset
+        if preset == told:
+            return None
+        why = f"--augment auto: {epochs} planned epochs, light below {SHORT_RUN_EPOCHS}"
+        return f"augmentation: {preset} ({why})"
 
     def set_class_counts(self, counts: np.ndarray, balance: str, label_smoothing: float) -> None:
         """The training images per class, and the loss and balance that follow from them."""

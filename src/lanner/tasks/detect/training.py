@@ -117,7 +117,9 @@ class DetectionTask(TrainTask):
         self.cache, self.dataset = cache, dataset
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
         self.train_eval_idx = recipe.train_eval_sample(self.train_idx, len(self.val_idx))
-        self.batch_size, self.augment, self.hflip = recipe.batch_size, recipe.augment, recipe.hflip
+        # --augment auto: the default preset whatever the run's length (measured for classification only).
+        augment = "default" if recipe.augment == "auto" else recipe.augment
+        self.batch_size, self.augment, self.hflip = recipe.batch_size, augment, recipe.hflip
         self.min_visibility, self.score_threshold = recipe.min_visibility, score_threshold
         self.geometry = recipe.geometry
         self.label_offset, self.seed = label_offset, recipe.seed
