@@ -31,6 +31,8 @@ from rich.console import Console
 
 from lanner import api
 from lanner.config import make_config
+from lanner.data.formats import read_dataset
+from lanner.data.split import apply_saved_split, assign_validation_split, write_split
 from lanner.engine.checkpoint import load_checkpoint
 from lanner.engine.history import read_history
 from lanner.engine.trainer import TrainState
@@ -318,3 +320,20 @@ def test_a_full_disk_while_checkpointing_fails_clearly_and_the_run_resumes(tmp_p
     resumed = lanner("resume", "run", "--no-eval", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [r["epoch"] for r in read_history(tmp_path / "run" / "history.csv")] == ["1", "2", "3"]
+
+
+def test_the_saved_split_is_found_again_from_another_working_directory(tmp_path, monkeypatch):
+    """A run trained on a relative DATA keeps config.data absolute; its split.csv must match the images
+    read through that absolute path (eval, review) as well as through the relative one (resume)."""
+    write_digit_folders(tmp_path / "work" / "digits", per_class=6)
+    monkeypatch.chdir(tmp_path / "work")
+    relative = read_dataset("digits")
+    assign_validation_split(relative, 0.3, seed=1)
+    write_split(tmp_path / "split.csv", relative)
+    assert "digit0/" in (tmp_path / "split.csv").read_text()  # named inside the dataset, portably
+    monkeypatch.chdir(tmp_path)
+    absolute = read_dataset(str(tmp_path / "work" / "digits"))
+    apply_saved_split(absolute, tmp_path / "split.csv")
+    by_name = {Path(r.path).name: r.split for r in relative.records}
+    assert {Path(r.path).name: r.split for r in absolute.records} == by_name
+    assert sorted(set(by_name.values())) == ["train", "val"]

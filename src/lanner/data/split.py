@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,26 @@ def assign_validation_split(dataset: Dataset, fraction: float, seed: int) -> boo
     return True
 
 
+def split_key(dataset: Dataset, path: str | Path) -> str:
+    """How split.csv names an image: relative to the dataset's root (so the split is found again
+    whether DATA is given relative, absolute or from another working directory), else absolute."""
+    full = os.path.abspath(path)
+    if dataset.root is not None:
+        root = os.path.abspath(dataset.root)
+        root = root if os.path.isdir(root) else os.path.dirname(root)  # DATA may name an annotation file
+        relative = os.path.relpath(full, root)
+        if not relative.startswith(os.pardir):
+            return Path(relative).as_posix()
+    return full
+
+
 def write_split(path: str | Path, dataset: Dataset) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "split"])
     for r in dataset.records:
         label = dataset.classes[r.label] if r.label is not None else ""
-        w.writerow([str(r.path), label, r.split or ""])
+        w.writerow([split_key(dataset, r.path), label, r.split or ""])
     write_text(path, buf.getvalue())
 
 
@@ -56,7 +70,9 @@ def apply_saved_split(dataset: Dataset, split_file: Path) -> None:
     with split_file.open(newline="") as f:
         saved = {row["path"]: row["split"] for row in csv.DictReader(f)}
     for r in dataset.records:
-        r.split = saved.get(str(r.path), r.split)
+        # Older runs wrote the path as read (relative to the working directory when DATA was).
+        key = split_key(dataset, r.path)
+        r.split = saved.get(key, saved.get(str(r.path), r.split))
 
 
 def split_for_run(dataset: Dataset, split_file: Path, fraction: float, seed: int, fresh: bool) -> bool:
