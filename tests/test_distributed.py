@@ -18,6 +18,7 @@ from lanner.engine.distributed import (
     Part,
     first_host,
     from_environment,
+    group_exit_code,
     rendezvous_environment,
     shard_batches,
     use_sync_batchnorm,
@@ -157,6 +158,15 @@ def test_sync_batchnorm_is_on_for_detection_on_several_gpus_and_refused_on_the_c
     out = _lanner("train", str(tmp_path), "--sync-bn", "--device", "cpu", "--devices", "2", cwd=tmp_path)
     assert out.returncode == 2 and "--sync-bn needs GPUs" in out.stdout and "Traceback" not in out.stderr
     assert "OMP_NUM_THREADS" not in out.stdout + out.stderr  # torchrun never started
+
+
+def test_data_the_processes_refuse_exits_2_with_their_message_and_no_launcher_traceback(tmp_path):
+    one = write_digit_folders(tmp_path / "one", labels=(3,), per_class=4)  # found only once data is read
+    out = _lanner("train", str(one), "--run", "r", "--model", "test_resnet", "--devices", "2", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "a classifier needs at least 2" in " ".join(out.stdout.split())
+    assert "Traceback" not in out.stdout + out.stderr and "ChildFailedError" not in out.stdout + out.stderr
+    assert group_exit_code([1, 2]) == 2 and group_exit_code([-2, 0]) == 130 and group_exit_code([-9]) == 1
 
 
 def test_tiled_detection_under_srun_then_torchrun_validates_in_parts_like_one_process(tmp_path):

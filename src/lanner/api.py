@@ -484,6 +484,12 @@ def relaunch(devices: int, *, device: str | None = None, sync_bn: bool | None = 
     distributed.relaunch_under_torchrun(devices)
 
 
+def lost_another_process(error: BaseException) -> bool:
+    """Whether ``error`` is a collective of a process group breaking because another process stopped
+    (that process printed its own reason)."""
+    return distributed.from_environment().enabled and distributed.is_peer_loss(error)
+
+
 def is_main_process() -> bool:
     """Whether this process speaks for its group: process 0 under torchrun or srun, or the only one."""
     return distributed.from_environment().is_main

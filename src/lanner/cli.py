@@ -853,6 +853,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except Exception as e:
+        if "lanner.api" in sys.modules and api.lost_another_process(e):
+            print("error: stopped: another process of the group failed (it says why)", file=sys.stderr)
+            return 1
         return _crash(e)
     return result if isinstance(result, int) else 0
 

@@ -106,12 +106,46 @@ def rendezvous_environment(env: dict | None = None) -> dict[str, str]:
 
 
 def relaunch_under_torchrun(devices: int) -> None:
-    """Replace this process with torchrun starting ``devices`` copies of the same command."""
+    """Start ``devices`` copies of the same command with torchrun's own launcher, in this process, and
+    exit as they did: 2 when one refused its input (it printed why), 130/143 when interrupted; never
+    the launcher's error report and traceback (what ``torchrun`` on the command line would print)."""
     if devices < 1:
         raise ConfigError(f"--devices {devices}: need at least 1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}"]
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     # "--": the command's own options (--run ...) must not be read as torchrun's (--run-path).
-    os.execv(sys.executable, [*command, "-m", "--", "lanner", *sys.argv[1:]])
+    args = parse_args(["--standalone", f"--nproc-per-node={devices}", "-m", "--", "lanner", *sys.argv[1:]])
+    try:
+        run(args)  # torchrun's main, less the decorator that prints its error report
+    except ChildFailedError as e:
+        raise SystemExit(group_exit_code([f.exitcode for f in e.failures.values()])) from None
+    except SignalException as e:  # Ctrl-C or a SIGTERM reached the launcher: the processes saved and stopped
+        raise SystemExit(128 + int(e.sigval)) from None
+    raise SystemExit(0)
+
+
+# What gloo and NCCL say when the process at the other end of a collective has gone.
+_PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+)
+
+
+def is_peer_loss(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and any(s in str(error) for s in _PEER_GONE)
+
+
+def group_exit_code(codes: list[int]) -> int:
+    """One exit code for processes that failed: a refusal of the input (2) first, then an interruption
+    (130, 143, or killed by that signal), else 1 (a bug; the processes printed what went wrong)."""
+    for wanted in (2, 130, 143):
+        if wanted in codes or -(wanted - 128) in codes:
+            return wanted
+    return 1
 
 
 def start(dist: Distributed, device: torch.device) -> torch.device:
