@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from lanner import api
 from lanner.config import make_config
@@ -78,8 +79,9 @@ def reviewed(corrupted, run: Path, task: str):
     """The corrupted items in the reviewed split (train): a flipped image the run put in val is not."""
     if task != "classify":
         return corrupted
-    with (run / "split.csv").open() as f:
-        train = {row["path"] for row in csv.DictReader(f) if row["split"] == "train"}
+    data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"])
+    with (run / "split.csv").open() as f:  # paths relative to the dataset's root
+        train = {str(data / row["path"]) for row in csv.DictReader(f) if row["split"] == "train"}
     return {p: c for p, c in corrupted.items() if p in train}
 
 
