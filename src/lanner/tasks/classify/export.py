@@ -21,14 +21,26 @@ class ClassifierForExport(nn.Module):
         return self.model((images - self.mean) / self.std).softmax(dim=1)
 
 
-def classifier_export_plan(loaded) -> ExportPlan:
-    prep = loaded.meta.get("preprocessing")
-    size = int(prep["image_size"])
-    options = {
+# The torch.export-based ONNX exporter fails on plain ResNets before torch 2.6 (seen on 2.5.1); there the
+# TorchScript-based one, with the detectors' opset, writes the same graph.
+LEGACY_OPSET = 17
+
+
+def classifier_onnx_options(version: str = torch.__version__) -> dict:
+    major, minor = (int(part) for part in version.split("+")[0].split(".")[:2])
+    if (major, minor) < (2, 6):
+        return {"dynamo": False, "dynamic_axes": {"images": {0: "batch"}}, "opset_version": LEGACY_OPSET}
+    return {
         "dynamo": True,
         "dynamic_shapes": {"images": {0: torch.export.Dim("batch", min=1)}},
         "external_data": False,  # one self-contained file (weights inside; fine below 2 GB)
     }
+
+
+def classifier_export_plan(loaded) -> ExportPlan:
+    prep = loaded.meta.get("preprocessing")
+    size = int(prep["image_size"])
+    options = classifier_onnx_options()
     spec = {
         "input": {
             "name": "images",
