@@ -254,7 +254,7 @@ def test_sign_language_digits_train_and_eval(shared_data, tmp_path):
             "run": str(tmp_path / "r"),
             "model": "resnet18",
             "image_size": 32,
-            "epochs": 1,
+            "epochs": 2,
             "batch_size": 64,
             "cache_dir": str(tmp_path / "cache"),
         }
@@ -266,4 +266,4 @@ def test_sign_language_digits_train_and_eval(shared_data, tmp_path):
     n_val = sum(1 for line in (run / "split.csv").read_text().splitlines() if line.endswith(",val"))
     assert metrics["split"] == "val" and metrics["num_images"] == n_val and "top5_accuracy" in metrics
     assert abs(n_val - 0.2 * 2062) < 10  # stratified: 20% of each class
-    assert metrics["accuracy"] > 0.15  # one epoch at 32 px: clearly better than chance (0.1)
+    assert metrics["accuracy"] > 0.2  # two epochs at 32 px: clearly better than chance (0.1)
