@@ -39,13 +39,18 @@ def assign_validation_split(dataset: Dataset, fraction: float, seed: int) -> boo
     return True
 
 
-def split_key(dataset: Dataset, path: str | Path) -> str:
-    """How split.csv names an image: relative to the dataset's root (so the split is found again
+def split_keys(dataset: Dataset) -> list[str]:
+    """How split.csv names each image: relative to the dataset's root (so the split is found again
     whether DATA is given relative, absolute or from another working directory), else absolute."""
-    full = os.path.abspath(path)
-    if dataset.root is not None:
+    root = None
+    if dataset.root is not None:  # looked up once, not per image
         root = os.path.abspath(dataset.root)
         root = root if os.path.isdir(root) else os.path.dirname(root)  # DATA may name an annotation file
+    return [_split_key(os.path.abspath(r.path), root) for r in dataset.records]
+
+
+def _split_key(full: str, root: str | None) -> str:
+    if root is not None:
         relative = os.path.relpath(full, root)
         if not relative.startswith(os.pardir):
             return Path(relative).as_posix()
@@ -56,9 +61,9 @@ def write_split(path: str | Path, dataset: Dataset) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "split"])
-    for r in dataset.records:
+    for r, key in zip(dataset.records, split_keys(dataset), strict=True):
         label = dataset.classes[r.label] if r.label is not None else ""
-        w.writerow([split_key(dataset, r.path), label, r.split or ""])
+        w.writerow([key, label, r.split or ""])
     write_text(path, buf.getvalue())
 
 
@@ -69,9 +74,8 @@ def apply_saved_split(dataset: Dataset, split_file: Path) -> None:
         raise CheckpointError(f"{split_file}: missing; cannot restore this run's train/val split")
     with split_file.open(newline="") as f:
         saved = {row["path"]: row["split"] for row in csv.DictReader(f)}
-    for r in dataset.records:
+    for r, key in zip(dataset.records, split_keys(dataset), strict=True):
         # Older runs wrote the path as read (relative to the working directory when DATA was).
-        key = split_key(dataset, r.path)
         r.split = saved.get(key, saved.get(str(r.path), r.split))
 
 
