@@ -14,6 +14,7 @@ import math
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lanner.data.records import ImageRecord
 from lanner.data.shard_index import ShardInfo, join
 from lanner.data.shard_plan import EpochPlan, Span, skipped_batches, spans, window_permutation, worker_shares
 from lanner.errors import DataError
@@ -81,6 +83,35 @@ def read_all(source: str, shards: list[ShardInfo], limit: int | None = None) -> 
             jpegs.append(jpeg)
             metas.append(meta)
     return (decode(jpegs) if jpegs else np.zeros((0, 1, 1, 3), np.uint8)), metas
+
+
+def read_held(
+    source: str, val: list[ShardInfo], train: list[ShardInfo], train_count: int | None, side: int
+) -> tuple[np.ndarray, list[dict], int]:
+    """What a streamed run validates on, in memory: every val sample, then the first ``train_count``
+    training samples (None: as many as val; the writer shuffled them, so the first are a sample).
+    Returns (images [N, side, side, 3] uint8, annotations, how many of them are val)."""
+    val_images, val_meta = read_all(source, val)
+    wanted = len(val_meta) if train_count is None else train_count
+    train_images, train_meta = read_all(source, train, limit=wanted)
+    images = np.concatenate(
+        [np.zeros((0, side, side, 3), np.uint8), *(a for a in (val_images, train_images) if len(a))]
+    )
+    return images, [*val_meta, *train_meta], len(val_meta)
+
+
+def detection_record(meta: dict, split: str | None = None) -> ImageRecord:
+    """A detection sample's annotation (see ``shard_write.sample_json``) as the record it was written
+    from: boxes back in the original image's pixels, which is where metrics compare them."""
+    scale = float(meta["scale"])
+    return ImageRecord(
+        Path(meta["source"]), int(meta["width"]), int(meta["height"]),
+        boxes=np.asarray(meta["boxes"], dtype=np.float32).reshape(-1, 4) / scale,
+        labels=np.asarray(meta["labels"], dtype=np.int64),
+        iscrowd=np.asarray(meta["iscrowd"], dtype=bool),
+        ignore=np.asarray(meta["ignore"], dtype=np.float32).reshape(-1, 4) / scale,
+        split=split,
+    )  # fmt: skip
 
 
 @dataclass

@@ -8,22 +8,23 @@ from rich.console import Console
 from lanner._io import write_json
 from lanner.config import TrainConfig
 from lanner.data.pixels import Preprocessing
-from lanner.data.shard_index import ShardIndex, read_index
-from lanner.errors import ConfigError, DataError
+from lanner.data.shard_index import read_index
+from lanner.errors import ConfigError
 from lanner.models.classifiers import build_classifier
 from lanner.models.transfer import Classes
 from lanner.rundir import RunDir
 from lanner.tasks.base import Prepared, TrainRecipe
 from lanner.tasks.classify.setup import DEFAULT_BATCH, default_model, preprocessing_for
-from lanner.tasks.classify.stream import STREAM_WORKERS, StreamedClassificationTask
+from lanner.tasks.classify.stream import StreamedClassificationTask
 from lanner.tasks.pretrained import start_from, weights_data_cfg, weights_source
+from lanner.tasks.streaming import STREAM_WORKERS, check_usable, shard_summary
 
 
 def prepare_streamed_classification(
     config: TrainConfig, run: RunDir, device: torch.device, console: Console, fresh: bool
 ) -> Prepared:
     index = read_index(config.data)
-    _check_usable(index, config)
+    check_usable(index, config, "classify")
     name = config.model or default_model(device)[0]
     model, mean, std = build_classifier(name, len(index.classes))
     source = weights_source(config, model, fresh)
@@ -51,39 +52,3 @@ def prepare_streamed_classification(
         f"at {index.image_size} px",
     ]
     return Prepared(task, model.to(device, memory_format=torch.channels_last), name, batch, notes)
-
-
-def _check_usable(index: ShardIndex, config: TrainConfig) -> None:
-    """What a shard folder cannot do, said before anything is built."""
-    where = config.data
-    if index.task != "classify":
-        raise ConfigError(f"{where}: {index.task} shards; lanner streams classification shards only so far "
-                          "(train a detector on the dataset itself)")  # fmt: skip
-    if not index.count("train"):
-        raise DataError(f"{where}: the shards hold no training images")
-    if config.image_size not in (None, index.image_size):
-        raise ConfigError(f"--image-size {config.image_size}: the shards were written for {index.image_size} "
-                          "px; write them again with `lanner shard --image-size`")  # fmt: skip
-    if config.classes or config.rename:
-        raise ConfigError("--classes/--rename: shards keep the classes they were written with; "
-                          "choose classes when writing them")  # fmt: skip
-
-
-def shard_summary(index: ShardIndex, source: str) -> dict:
-    """data_check.json of a run trained from shards: what the index says of the data."""
-    counts = index.class_counts.get("train", [])
-    present = [c for c in counts if c > 0]
-    skipped = index.extra.get("skipped", [])
-    return {
-        "path": source,
-        "format": "lanner-shards",
-        "task": index.task,
-        "num_images": sum(index.count(s) for s in index.splits),
-        "num_classes": len(index.classes),
-        "classes": index.classes,
-        "images_per_split": {s: index.count(s) for s in index.splits},
-        "images_per_class": dict(zip(index.classes, counts, strict=False)),
-        "imbalance_ratio": round(max(present) / min(present), 2) if present else None,
-        "num_issues": len(skipped),
-        "issues": [{**s, "action": "skipped", "kind": "unreadable"} for s in skipped],
-    }

@@ -192,22 +192,30 @@ def _evaluate(members, weights, run, data, split, options, console) -> tuple[dic
     detections = (
         each[0] if len(each) == 1 else [fuse_models(list(d), weights) for d in zip(*each, strict=True)]
     )
-    threshold = first.config.score_threshold
     thresholds = _thresholds(members, data, split, (dataset, detections), tiling, options, console)
+    about = {"split": split, "tiling": tiling.to_dict() if tiling else None, "tta": options.tta}
+    metrics = score_detections(first, run, dataset, detections, thresholds, about, console)
+    if len(each) == 1:
+        return metrics, [metrics["map"]]
+    threshold = first.config.score_threshold
+    return metrics, [evaluate_detections(dataset, d, score_threshold=threshold)["map"] for d in each]
+
+
+def score_detections(
+    first: LoadedRun, run, dataset: Dataset, detections: list, thresholds: np.ndarray | None, about: dict,
+    console: Console,
+) -> dict:  # fmt: skip
+    """COCO metrics and the TIDE breakdown of ``detections`` on ``dataset``, with ``about`` (split,
+    tiling, tta), written to the run (metrics.json, eval/) and printed: the end of every detection
+    eval, whatever read the images."""
+    threshold = first.config.score_threshold
     metrics = evaluate_detections(dataset, detections, score_threshold=threshold, class_thresholds=thresholds)
-    metrics = {
-        **metrics,
-        "split": split,
-        "tiling": tiling.to_dict() if tiling else None,
-        "tta": options.tta,
-        "errors": error_breakdown(dataset, detections),
-    }
+    metrics = {**metrics, **about, "errors": error_breakdown(dataset, detections)}
     write_detection_outputs(metrics, dataset, detections, run.eval)
     write_json(run.metrics, metrics)
+    split = about.get("split")
     console.print(
         f"evaluation on split {split or 'all'} ({len(dataset.records)} images) with {first.checkpoint.name}:"
     )
     console.print(format_summary(metrics), markup=False, highlight=False)
-    if len(each) == 1:
-        return metrics, [metrics["map"]]
-    return metrics, [evaluate_detections(dataset, d, score_threshold=threshold)["map"] for d in each]
+    return metrics

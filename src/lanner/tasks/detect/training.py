@@ -158,17 +158,22 @@ class DetectionTask(TrainTask):
         order = self.epoch_order(epoch)
         for b in shard_batches(self.steps_per_epoch(), skip, *shard):
             idx = np.sort(order[b * self.batch_size : (b + 1) * self.batch_size])  # sequential memmap reads
-            x, targets = augment_detection_batch(
-                self.cache.images[idx],
-                [self.targets[i] for i in idx],
-                preset=self.augment,
-                hflip=self.hflip,
-                min_visibility=self.min_visibility,
-                g=batch_generator(self.seed, epoch, b),
-                device=self.device,
-                geometry=self.geometry,
-            )
-            yield list(x), to_model_targets(targets, self.label_offset, self.device)
+            yield self.training_batch(self.cache.images[idx], [self.targets[i] for i in idx], epoch, b)
+
+    def training_batch(self, images_u8: np.ndarray, targets: list[BoxTargets], epoch: int, number: int):
+        """Canvases [B, S, S, 3] uint8 and their canvas targets -> the augmented batch (images, target
+        dicts) on the device; ``number`` (the batch's place in the epoch) seeds its augmentation."""
+        x, targets = augment_detection_batch(
+            images_u8,
+            targets,
+            preset=self.augment,
+            hflip=self.hflip,
+            min_visibility=self.min_visibility,
+            g=batch_generator(self.seed, epoch, number),
+            device=self.device,
+            geometry=self.geometry,
+        )
+        return list(x), to_model_targets(targets, self.label_offset, self.device)
 
     def training_step(self, model, batch) -> tuple[torch.Tensor, int]:
         images, targets = batch
