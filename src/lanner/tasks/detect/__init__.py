@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from lanner.data.shard_index import is_shard_folder
-from lanner.errors import ConfigError
 from lanner.tasks.base import Task, register_task
 from lanner.tasks.detect.evaluate import evaluate_detection_ensemble, evaluate_detection_run
 from lanner.tasks.detect.export import detector_export_plan
@@ -23,6 +22,8 @@ from lanner.tasks.detect.setup import (
     build_detector_from_meta,
     prepare_detection,
 )
+from lanner.tasks.detect.stream_eval import evaluate_detection_on_shards
+from lanner.tasks.detect.stream_setup import prepare_streamed_detection
 
 COCO_CLASSES = 80  # the class count detector sizes are usually quoted at
 
@@ -33,17 +34,17 @@ class Detect(Task):
     gallery_keys = GALLERY_KEYS
 
     def prepare(self, config, run, device, console, fresh):
-        if is_shard_folder(config.data):
-            raise ConfigError(
-                f"{config.data}: detection shards are written (boxes in each sample's JSON) but not "
-                "streamed yet; train the detector on the dataset itself"
-            )
+        if is_shard_folder(config.data):  # written by `lanner shard`: streamed, not cached
+            return prepare_streamed_detection(config, run, device, console, fresh)
         return prepare_detection(config, run, device, console, fresh)
 
     def build_model(self, meta):
         return build_detector_from_meta(meta)
 
     def evaluate(self, loaded, data, split, options, console):
+        shards = data if data is not None else loaded.config.data
+        if is_shard_folder(shards):
+            return evaluate_detection_on_shards(loaded, shards, split, options, console)
         return evaluate_detection_run(loaded, data, split, options, console)
 
     def predict(self, loaded, inputs, out, options, console):
