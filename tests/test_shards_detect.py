@@ -1,10 +1,14 @@
 """Detection from shards: a tiny real subset of rbc_roboflow_coco written as shards, streamed with the
 cached path's augmentation (boxes moving with the pixels), resumed at the same sample, trained,
-resumed, evaluated and used for prediction; the options shards cannot serve are refused."""
+resumed, evaluated and used for prediction, by one process or two; the options shards cannot serve
+are refused."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +155,24 @@ def test_what_detection_shards_cannot_do_is_refused_before_training(shards, tmp_
 def _said(capsys) -> str:
     out = capsys.readouterr()
     return " ".join((out.out + out.err).split())  # rich wraps long lines
+
+
+def test_two_processes_stream_their_own_shares_and_validate_in_parts(shards, tmp_path):
+    """`--devices 2` (gloo on the CPU): each process streams half the epoch; the val mAP the two computed
+    in parts is the one `lanner eval` of the checkpoint reads from the val shards alone."""
+    run = tmp_path / "run"
+    args = ["train", str(shards), "--model", "fcos_test_resnet", "--batch-size", "2", "--epochs", "1"]
+    args += ["--lr", "3e-3", "--workers", "1", "--device", "cpu", "--devices", "2", "--run", str(run)]
+    out = subprocess.run(
+        [sys.executable, "-m", "lanner", *args, "--no-eval"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300, env={**os.environ, "COLUMNS": "250"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "epoch = 8 images = 2 steps of batch 2 on each of 2 processes" in out.stdout, out.stdout
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["train_state"]
+    assert state["step"] == 2 and len(state["history"]) == 1
+    validated = state["history"][0]
+    metrics = api.evaluate(run, split="val", console=QUIET, report=False)
+    assert metrics["num_images"] == 4
+    for key in ("map", "map50", "map75"):
+        assert metrics[key] == pytest.approx(validated[f"val_{key}"], abs=1e-5)
