@@ -12,9 +12,10 @@ from lanner import api
 from lanner.config import make_config
 from lanner.data.formats import read_dataset
 from lanner.data.pixels import Preprocessing
-from lanner.engine.budget import BudgetPlan, describe, plan_steps, validation_interval
+from lanner.engine.budget import BudgetPlan, describe, plan_costed_steps, plan_steps, validation_interval
 from lanner.engine.history import read_history
 from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe
+from lanner.tasks.classify import resizing
 from lanner.tasks.classify.setup import default_input_size
 from lanner.tasks.classify.training import ClassificationTask, mix_batch
 
@@ -107,3 +108,57 @@ def test_augment_auto_is_light_for_a_short_run_and_default_for_a_longer_one():
     assert "augmentation: default" in task.plan_epochs(SHORT_RUN_EPOCHS) and task.augment == "default"
     chosen = _task("strong")  # a preset the user named is kept, whatever the length
     assert chosen.plan_epochs(3) is None and chosen.augment == "strong"
+
+
+def _progressive_task(start: float) -> ClassificationTask:
+    images = np.random.default_rng(0).integers(0, 255, (8, 70, 70, 3), dtype=np.uint8)
+    return ClassificationTask(
+        images=images, labels=np.array([0, 1] * 4), train_idx=np.arange(6), val_idx=np.arange(6, 8),
+        classes=["a", "b"], prep=Preprocessing(64, (0.5,) * 3, (0.25,) * 3),
+        recipe=TrainRecipe(batch_size=3, augment="light", progressive=start),
+    )  # fmt: skip
+
+
+def test_progressive_resizing_grows_the_batches_to_full_size_for_the_last_quarter():
+    task = _progressive_task(0.5)
+    said = task.plan_epochs(8)
+    assert "progressive resizing: 32 px growing to 64 px" in said and "last 2 of 8 epochs" in said
+    sides = [next(task.train_batches(epoch))[0].shape[-1] for epoch in range(8)]
+    assert sides[0] == 32 and sides[-2:] == [64, 64]
+    assert all(a <= b for a, b in zip(sides, sides[1:], strict=False)) and len(set(sides)) > 3
+    assert all(side % 8 == 0 for side in sides)
+    # a step costs less while the inputs are small: what a --time plan divides its budget by
+    costs = [task.step_cost(epoch, 8) for epoch in range(8)]
+    assert costs[0] < 0.5 and costs[-1] == 1.0 and sorted(costs) == costs
+    assert task.plan_epochs(9) is None  # still on: said once
+    assert "off in a run of 3 epoch(s)" in task.plan_epochs(3)  # too short to grow: full size
+    assert next(task.train_batches(0))[0].shape[-1] == 64 and task.step_cost(0, 3) == 1.0
+    off = _progressive_task(0.0)
+    assert off.plan_epochs(8) is None and next(off.train_batches(0))[0].shape[-1] == 64
+
+
+def test_a_time_budget_buys_more_epochs_when_inputs_start_small():
+    def growing(epoch, epochs):  # the schedule's own costs, inputs from half the size
+        return resizing.step_cost(resizing.epoch_size(64, 0.5, epoch, epochs), 64)
+
+    flat, flat_step = plan_costed_steps(600, 10, 1.0, 5.0, 0, 1, lambda e, n: 1.0)
+    assert flat == plan_steps(600, 10, 1.0, 5.0) and flat_step == 1.0
+    grown, mean_step = plan_costed_steps(600, 10, 1.0, 5.0, 0, 1, growing)
+    assert grown.epochs > flat.epochs
+    # settled: the plan's own epochs give the mean step time it was made with, and it fits the budget
+    cost = sum(growing(e, grown.epochs) for e in range(grown.epochs)) / grown.epochs
+    assert mean_step == cost and grown.steps * mean_step + grown.epochs * 5.0 <= 600
+    later, _ = plan_costed_steps(300, 10, 1.0, 5.0, 4, grown.epochs, growing)  # from epoch 4 on
+    assert later.epochs >= 1
+
+
+def test_a_timed_run_with_progressive_resizing_says_its_sizes(tmp_path, capsys):
+    data = write_digit_folders(tmp_path / "digits", per_class=8)
+    config = make_config(
+        {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 32,
+         "time": "8s", "batch_size": 8, "progressive": 0.5, "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip
+    run = api.train(config, evaluate_after=False)
+    rows = read_history(run / "history.csv")
+    said = capsys.readouterr().out
+    assert rows and "progressive resizing: " in said  # on, or off when the budget buys under 4 epochs

@@ -284,6 +284,13 @@ class TrainConfig(BaseModel):
         0.0, help="classification: mixup alpha (e.g. 0.2; 0 = off); with --cutmix, each batch picks one", ge=0
     )
     cutmix: float = option(0.0, help="classification: cutmix alpha (e.g. 1.0; 0 = off)", ge=0)
+    progressive: float = option(
+        0.0,
+        help="classification: progressive resizing, the first epoch trains at this fraction of the input "
+        "size (e.g. 0.6; 0 = off), growing to the full size for the last quarter of the run",
+        ge=0,
+        lt=1,
+    )
     ema: float = option(
         0.0,
         help="keep an exponential moving average of the weights with this decay (e.g. 0.9998; 0 = off): "

@@ -11,6 +11,7 @@ schedule is laid over exactly the planned steps, so it ends where the budget doe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Until the first validation is timed: evaluating an image costs about a third of training on it,
@@ -50,6 +51,24 @@ def plan_steps(budget_s: float, steps_per_epoch: int, step_s: float, overhead_s:
         if affordable < epochs * steps_per_epoch:
             break  # this epoch is the partial last one
     return best
+
+
+def plan_costed_steps(
+    budget_s: float, steps_per_epoch: int, full_step_s: float, overhead_s: float, first: int, guess: int,
+    step_cost: Callable[[int, int], float],
+) -> tuple[BudgetPlan, float]:  # fmt: skip
+    """:func:`plan_steps` from epoch ``first`` on when a step in epoch e of a run of E epochs costs
+    ``step_cost(e, E)`` x ``full_step_s`` (inputs that grow during the run); returns the plan and its
+    mean step time. The epochs bought and the steps' costs depend on each other: starting from
+    ``guess`` epochs, a few rounds settle them."""
+    epochs = max(guess, first + 1)
+    for _ in range(5):
+        cost = sum(step_cost(e, epochs) for e in range(first, epochs)) / (epochs - first)
+        plan = plan_steps(budget_s, steps_per_epoch, full_step_s * cost, overhead_s)
+        if first + plan.epochs == epochs:
+            break
+        epochs = first + plan.epochs
+    return plan, full_step_s * cost
 
 
 def describe(plan: BudgetPlan, steps_per_epoch: int) -> str:

@@ -37,7 +37,7 @@ from lanner.engine.budget import (
     BudgetPlan,
     describe,
     estimated_overhead,
-    plan_steps,
+    plan_costed_steps,
     too_few_steps,
     validation_interval,
 )
@@ -79,6 +79,11 @@ class TrainTask(Protocol):
         """Told the run's planned epochs (at each epoch's start, and when a --time plan sets them): a
         task may adapt what depends on the run's length, and return a line saying so (None: nothing)."""
         return None
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        """A training step's time in ``epoch`` of a run of ``epochs``, as a fraction of a step at full
+        size (a task whose inputs grow during the run says less than 1 for its early epochs)."""
+        return 1.0
 
 
 @dataclass
@@ -428,12 +433,12 @@ class Trainer:
         if steps_done < probe:
             return
         elapsed = time.perf_counter() - epoch_start
-        step_s = elapsed / steps_done
+        full_step_s = elapsed / steps_done / self.task.step_cost(0, st.total_epochs)
         task = self.task
         # Validation scores the val images and the training sample of --eval-train (tasks that have one).
         scored = task.num_val_images + len(task.train_eval_idx)
-        self._overhead_s = estimated_overhead(step_s, task.batch_size, scored)
-        plan = plan_steps(self._budget_left() - elapsed, self.steps_per_epoch, step_s, self._overhead_s)
+        self._overhead_s = estimated_overhead(full_step_s, task.batch_size, scored)
+        plan, step_s = self._plan_rest(self._budget_left() - elapsed, full_step_s, self._overhead_s)
         plan, self._overhead_s, step_s = self._agreed((plan, self._overhead_s, step_s))
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
@@ -446,17 +451,25 @@ class Trainer:
             return
         if st.epoch >= st.total_epochs:
             return  # the planned steps are done
-        step_s = train_s / max(self._epoch_steps, 1)
+        full_step_s = train_s / max(self._epoch_steps, 1) / self.task.step_cost(st.epoch - 1, st.total_epochs)
         if st.history[-1].keys() & {st.monitor, "val_loss"}:  # validated: its cost measured
             self._overhead_s = max(self._epoch_wall - train_s, 0.0)
         if st.epoch == 1:
             self._space_validation(self._overhead_s, train_s)
         overhead = self._overhead_s / self._validate_every  # what an epoch costs on average
-        plan = plan_steps(self._budget_left(), self.steps_per_epoch, step_s, overhead)
+        plan, step_s = self._plan_rest(self._budget_left(), full_step_s, overhead)
         plan, self._overhead_s, self._validate_every = self._agreed(
             (plan, self._overhead_s, self._validate_every)
         )
         self._lay_out(BudgetPlan(st.step + plan.steps, st.epoch + plan.epochs), step_s, f"epoch {st.epoch}")
+
+    def _plan_rest(self, budget_s: float, full_step_s: float, overhead_s: float) -> tuple[BudgetPlan, float]:
+        """The plan from the current epoch on, and its mean step time (see plan_costed_steps)."""
+        st = self.state
+        return plan_costed_steps(
+            budget_s, self.steps_per_epoch, full_step_s, overhead_s, st.epoch,
+            max(st.total_epochs, st.epoch + 1), self.task.step_cost,
+        )  # fmt: skip
 
     def _space_validation(self, validation_s: float, train_s: float) -> None:
         self._validate_every = validation_interval(validation_s, train_s)

@@ -49,13 +49,14 @@ class TrainRecipe:
     cutmix: float = 0.0
     eval_train: int | None = None  # training images scored each epoch (None: as many as val)
     geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # rotate, shear, translate, scale
+    progressive: float = 0.0  # classification: the first epoch's input size as a fraction of the full one
 
     @classmethod
     def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
         return cls(
             batch_size, config.augment.name, config.hflip, config.balance, config.label_smoothing,
             config.min_visibility, config.seed, config.mixup, config.cutmix, config.eval_train,
-            config.augment.geometry(),
+            config.augment.geometry(), config.progressive,
         )  # fmt: skip
 
     def train_eval_sample(self, train_idx: np.ndarray, num_val: int) -> np.ndarray:

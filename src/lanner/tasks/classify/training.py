@@ -21,6 +21,7 @@ from lanner.engine.distributed import shard_batches
 from lanner.engine.trainer import TrainTask
 from lanner.eval.classification import confusion_matrix
 from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe, auto_augment
+from lanner.tasks.classify import resizing
 
 AUGMENT_PRESETS = {
     # scale range of the random resized crop (fraction of the cached square), colour jitter strength
@@ -47,24 +48,27 @@ def random_resized_crop_boxes(
 
 def augment_batch(
     images_u8, prep: Preprocessing, preset: str, hflip: bool, g: torch.Generator, device="cpu",
-    geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+    geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0), size: int | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Cached squares [B, S', S', 3] uint8 -> augmented, normalised [B, 3, S, S] float on ``device``;
-    ``geometry``: max rotation, shear (degrees), translation, scale (fractions), see data.affine.
+    ``geometry``: max rotation, shear (degrees), translation, scale (fractions), see data.affine;
+    ``size``: the output's side when not ``prep.image_size`` (progressive resizing).
 
     Random numbers come from ``g`` on the CPU whatever the device, so a batch is the same batch on
     any device; the pixel work runs on ``device``.
     """
-    setting = AUGMENT_PRESETS[preset]
+    setting, size = AUGMENT_PRESETS[preset], size or prep.image_size
     x = to_float(images_u8, device)  # [B, 3, S', S']
     if setting is None:
         x = centre_crop(x, prep.image_size)
+        if size != prep.image_size:  # the same view, fewer pixels
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     else:
         scale, jitter = setting
         b, side = x.shape[0], x.shape[-1]
         boxes = random_resized_crop_boxes(b, side, scale, g)
         rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
-        x = roi_align(x, rois, output_size=prep.image_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        x = roi_align(x, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
         if jitter > 0:
             brightness = (1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter).to(x.device)
             contrast = (1 + (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1) * jitter).to(x.device)
@@ -173,9 +177,33 @@ class ClassificationTask(TrainTask):
         self.augment = "default" if augment == "auto" else augment
         self._augment_told: str | None = None  # the preset auto last said it stands for
         self.geometry = recipe.geometry
+        self.progressive, self.planned_epochs = recipe.progressive, 0
+        self._resizing_on: bool | None = None  # what the last progressive-resizing line said
         self.set_class_counts(counts, balance, label_smoothing)
 
     def plan_epochs(self, epochs: int) -> str | None:
+        self.planned_epochs = epochs
+        said = [line for line in (self._tell_resizing(epochs), self._auto_augment(epochs)) if line]
+        return "\n".join(said) or None
+
+    def _tell_resizing(self, epochs: int) -> str | None:
+        """The progressive-resizing line, once, and again only when the run's length switches it on or off."""
+        line = resizing.describe(self.prep.image_size, self.progressive, epochs)
+        on = epochs >= resizing.MIN_EPOCHS
+        if line is None or on == self._resizing_on:
+            return None
+        self._resizing_on = on
+        return line
+
+    def train_size(self, epoch: int) -> int:
+        """The input size training batches of ``epoch`` are cropped to (progressive resizing)."""
+        return resizing.epoch_size(self.prep.image_size, self.progressive, epoch, self.planned_epochs)
+
+    def step_cost(self, epoch: int, epochs: int) -> float:
+        full = self.prep.image_size
+        return resizing.step_cost(resizing.epoch_size(full, self.progressive, epoch, epochs), full)
+
+    def _auto_augment(self, epochs: int) -> str | None:
         if self.augment_setting != "auto":
             return None
         preset, told = auto_augment(epochs), self._augment_told
@@ -237,7 +265,8 @@ class ClassificationTask(TrainTask):
         """Cached squares [B, S', S', 3] uint8 and labels [B] -> the augmented batch (x, y) on the device;
         ``number`` (the batch's place in the epoch) seeds its augmentation."""
         g = batch_generator(self.seed, epoch, number)
-        x = augment_batch(images_u8, self.prep, self.augment, self.hflip, g, self.device, self.geometry)
+        size = self.train_size(epoch)
+        x = augment_batch(images_u8, self.prep, self.augment, self.hflip, g, self.device, self.geometry, size)
         y = labels.to(self.device)
         if any(self.mix_alphas) and len(y) > 1:
             x, y = mix_batch(x, y, len(self.classes), self.mix_alphas, g)  # y: soft targets
