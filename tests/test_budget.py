@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 import torch
-from helpers import write_digit_folders
+import yaml
+from helpers import digit_images, write_digit_folders
 from PIL import Image
 
 from lanner import api
@@ -16,6 +17,7 @@ from lanner.engine.budget import BudgetPlan, describe, plan_costed_steps, plan_s
 from lanner.engine.history import read_history
 from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe
 from lanner.tasks.classify import resizing
+from lanner.tasks.classify.budget_size import affordable_epochs, size_for_budget
 from lanner.tasks.classify.setup import default_input_size
 from lanner.tasks.classify.training import ClassificationTask, mix_batch
 
@@ -162,3 +164,33 @@ def test_a_timed_run_with_progressive_resizing_says_its_sizes(tmp_path, capsys):
     rows = read_history(run / "history.csv")
     said = capsys.readouterr().out
     assert rows and "progressive resizing: " in said  # on, or off when the budget buys under 4 epochs
+
+
+def test_a_short_budget_buys_its_epochs_at_a_lower_input_size():
+    # 5 affordable epochs at 96 px want ~10 at 96 * sqrt(1/2) = 68 -> 64; never below half the side
+    assert size_for_budget(96, 5.0) == 64
+    assert size_for_budget(112, 5.0) == 80
+    assert size_for_budget(96, 0.1) == 48
+    assert size_for_budget(96, 12.0) == 96  # enough epochs: the full size stays
+    # the estimate is the budget planner's, with validation paid: 10 steps/epoch at 0.1 s (x1.3 for data)
+    epochs = affordable_epochs(100, train_images=320, val_images=80, batch=32, step_s=0.1)
+    # 85 s less 2% spare / (1.3 s of steps + 0.61 s of validation and fixed cost per epoch) = 43.6
+    assert 43 < epochs < 44
+
+
+def test_a_timed_run_chooses_and_keeps_a_smaller_input_size(tmp_path, capsys):
+    data = tmp_path / "digits"
+    for label in (0, 1, 7):  # real digits at 96 px, so the default input size is 96
+        (data / str(label)).mkdir(parents=True)
+        for i, image in enumerate(digit_images(label, 24, size=96)):
+            image.save(data / str(label) / f"{i}.png")
+    config = make_config(
+        {"data": str(data), "run": str(tmp_path / "run"), "time": "3s", "batch_size": 8,
+         "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip
+    run = api.train(config, evaluate_after=False)
+    said = capsys.readouterr().out
+    kept = yaml.safe_load((run / "config.yaml").read_text())["image_size"]
+    assert f"input size {kept} px, not 96: --time 3s affords" in said
+    assert 48 <= kept < 96  # a resume reads config.yaml: it cannot measure its way to another size
+    assert read_history(run / "history.csv")

@@ -152,6 +152,7 @@ def set_up(config: TrainConfig, console: Console, prepare: Prepare, kind: str = 
             "model": prepared.model_name,
             "batch_size": prepared.batch_size,
             "data": _kept_data_path(config.data),
+            **({"image_size": prepared.image_size} if prepared.image_size else {}),
         }
     )
     if session.dist.is_main:

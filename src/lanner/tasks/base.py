@@ -79,6 +79,8 @@ class Prepared:
     model_name: str
     batch_size: int
     notes: list[str] = field(default_factory=list)
+    # An input size lanner measured its way to (--time): config.yaml keeps it, as a resume cannot re-measure.
+    image_size: int | None = None
 
 
 @dataclass

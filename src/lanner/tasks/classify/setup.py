@@ -9,7 +9,7 @@ import torch
 from rich.console import Console
 
 from lanner._io import write_json
-from lanner.config import TrainConfig
+from lanner.config import TrainConfig, parse_duration
 from lanner.data.check import summarise
 from lanner.data.classes import select_classes
 from lanner.data.formats import read_dataset
@@ -17,12 +17,14 @@ from lanner.data.images import image_size
 from lanner.data.pixels import Preprocessing
 from lanner.data.records import Dataset
 from lanner.data.split import split_for_run
+from lanner.engine.distributed import from_environment
 from lanner.engine.setup import default_workers
 from lanner.errors import DataError
 from lanner.models.classifiers import build_classifier
 from lanner.models.transfer import Classes
 from lanner.rundir import RunDir
 from lanner.tasks.base import Prepared
+from lanner.tasks.classify.budget_size import affordable_epochs, budget_note, size_for_budget, step_seconds
 from lanner.tasks.classify.data import build_classification_task, cache_records
 from lanner.tasks.classify.training import imbalance_ratio
 from lanner.tasks.data_rules import require_trainable
@@ -56,9 +58,10 @@ def prepare_classification(
 ) -> Prepared:
     dataset = load_classification_data(config)
     made = split_for_run(dataset, run.split, config.val_fraction, config.seed, fresh)
-    name, size = _model_choice(config, device, dataset)
+    name, full = _model_choice(config, device, dataset)
     model, mean, std = build_classifier(name, len(dataset.classes))
     source = weights_source(config, model, fresh)
+    size, budget_reason = _budget_size(config, model, full, device, dataset, fresh and source is None)
     prep = preprocessing_for(Preprocessing(size, mean, std), weights_data_cfg(source, run), config.image_size)
     cached = cache_records(
         dataset, prep.cache_size, config.cache_dir, config.workers or default_workers(), console
@@ -67,14 +70,15 @@ def prepare_classification(
         write_json(run.data_check, summarise(dataset, cached.issues))
     batch = config.batch_size or DEFAULT_BATCH
     task = build_classification_task(config, dataset, cached, prep, batch, device)
-    notes = _describe(config, dataset, task, made, name, prep.image_size, device)
+    notes = _describe(config, dataset, task, made, name, prep.image_size, device, budget_reason)
     if source is not None:
         start_from(source, model, Classes(list(dataset.classes), dict(config.rename)), run, console)
     if task.balance != config.balance:  # balance: auto made a choice; say which and why
         ratio = imbalance_ratio(task.class_counts)
         notes.append(f"classes imbalanced {ratio:.1f}:1 (largest/smallest) -> balance {task.balance}")
     # Channels-last: convolutions on CPUs (oneDNN) and GPUs (cuDNN) run faster in NHWC; batches match.
-    return Prepared(task, model.to(device, memory_format=torch.channels_last), name, batch, notes)
+    chosen = size if size != full else None  # measured, so config.yaml keeps it for a resume
+    return Prepared(task, model.to(device, memory_format=torch.channels_last), name, batch, notes, chosen)
 
 
 def preprocessing_for(default: Preprocessing, weights: dict, image_size: int | None) -> Preprocessing:
@@ -93,6 +97,23 @@ def preprocessing_for(default: Preprocessing, weights: dict, image_size: int | N
 def _model_choice(config: TrainConfig, device: torch.device, dataset: Dataset) -> tuple[str, int]:
     default_name, default_size = default_model(device)
     return config.model or default_name, config.image_size or default_input_size(default_size, dataset)
+
+
+def _budget_size(
+    config: TrainConfig, model, size: int, device, dataset: Dataset, applies: bool
+) -> tuple[int, str]:
+    """``--time`` on a CPU, no --image-size, random weights, one process: a size that buys enough
+    epochs (tasks/classify/budget_size.py), and the line saying so ("" when the size stays)."""
+    if not (applies and config.time and not config.image_size and device.type == "cpu"):
+        return size, ""
+    if from_environment().enabled:  # each process would time its own steps and might choose another size
+        return size, ""
+    batch = config.batch_size or DEFAULT_BATCH
+    val = round(len(dataset.records) * config.val_fraction)
+    step_s = step_seconds(model, size, batch, device)
+    epochs = affordable_epochs(parse_duration(config.time), len(dataset.records) - val, val, batch, step_s)
+    chosen = size_for_budget(size, epochs)
+    return chosen, budget_note(config.time, size, chosen, epochs)
 
 
 def default_input_size(default: int, dataset: Dataset) -> int:
@@ -117,13 +138,16 @@ def typical_short_side(dataset: Dataset) -> int | None:
     return int(np.median(sides)) if sides else None
 
 
-def _describe(config, dataset: Dataset, task, split_drawn: bool, name: str, size: int, device) -> list[str]:
+def _describe(
+    config, dataset: Dataset, task, split_drawn: bool, name: str, size: int, device, budget_reason: str
+) -> list[str]:
     drawn = f" (val split drawn: {config.val_fraction:.0%}, seed {config.seed}, saved in split.csv)"
+    why = " (for the --time budget: see below)" if budget_reason else _size_reason(config, size, device)
     return [
         f"data: {config.data} ({dataset.format}), {len(dataset.classes)} classes, "
         f"{task.num_train_images} train / {len(task.val_idx)} val images" + (drawn if split_drawn else ""),
-        f"model: {name}{'' if config.model else ' (default for ' + device.type + ')'} at {size} px"
-        f"{_size_reason(config, size, device)}",
+        f"model: {name}{'' if config.model else ' (default for ' + device.type + ')'} at {size} px{why}",
+        *([budget_reason] if budget_reason else []),
     ]
 
 
