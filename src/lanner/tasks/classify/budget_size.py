@@ -24,8 +24,8 @@ from lanner.engine.budget import estimated_overhead, plan_steps
 TARGET_EPOCHS = 10  # fewer than this at full size: shrink the input until they fit
 MIN_FRACTION = 0.5  # never below half the full side: small objects must stay visible
 SIZE_STEP, MIN_SIZE = 16, 32
-# A timed step on random pixels leaves out loading and augmenting the batch; real steps measured
-# about this much slower on 2 CPU cores (resnet10t, 64-112 px).
+# A timed step on random pixels leaves out loading and augmenting the batch: an allowance for them
+# (the estimate only has to be right within a factor of ~1.5: the size moves with its square root).
 DATA_FACTOR = 1.3
 # The share of the budget left for training once the cache, the model and the final eval are made.
 TRAINING_SHARE = 0.85
