@@ -1,13 +1,14 @@
 """lanner's training throughput against a bare PyTorch loop over pre-decoded images (the compute limit).
 
     .venv/bin/python benchmarks/train_overhead.py [--data DIR] [--model resnet10t] [--image-size 128] \
-        [--precision 32|bf16]
+        [--precision 32|bf16] [--device cpu|cuda]
 
 lanner reads real JPEG files from disk with its default augmentation (random resized crop, colour
 jitter, flip); the bare loop trains the same model, batch size and resolution on the same images
 already decoded and resized into one in-memory tensor, with no augmentation. Both use the same
-optimizer, thread count, memory format (channels-last, as lanner trains) and precision (autocast
-for bf16), in one process, bare loop before and after lanner (drift shows).
+optimizer, thread count, memory format (channels-last, as lanner trains), precision (autocast
+for bf16) and device (``--device cuda``: the same GPU, the bare loop's tensor held on it), in one
+process, bare loop before and after lanner (drift shows).
 lanner's first epoch includes building its image cache; that is reported separately.
 """
 
@@ -35,30 +36,41 @@ DEFAULT_DATA = (
 
 
 def bare_loop_images_per_s(
-    x: torch.Tensor, y: torch.Tensor, model_name: str, batch: int, epochs: int, precision: str = "32"
-) -> list[float]:
-    """Images/s per epoch of the plainest correct training loop over an in-memory tensor."""
+    x: torch.Tensor, y: torch.Tensor, model_name: str, batch: int, epochs: int, precision: str = "32",
+    device: str = "cpu",
+) -> list[float]:  # fmt: skip
+    """Images/s per epoch of the plainest correct training loop over an in-memory tensor (on ``device``)."""
+    dev = torch.device(device)
     model, _, _ = build_classifier(model_name, int(y.max()) + 1)
-    model = model.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
+    model = model.to(dev, memory_format=torch.channels_last)
+    x = x.to(dev).contiguous(memory_format=torch.channels_last)
+    y = y.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     speeds = []
     for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch)).to(dev)
+        _synchronize(dev)
         start = time.perf_counter()
         for i in range(0, len(x), batch):
             idx = order[i : i + batch]
             if len(idx) < 2:
                 continue
             opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
+        _synchronize(dev)
         speeds.append(len(x) / (time.perf_counter() - start))
     return speeds
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (a timer around asynchronous CUDA calls measures nothing else)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def decoded_tensor(
@@ -76,6 +88,7 @@ def main() -> None:
     ap.add_argument("--model", default="resnet10t")
     ap.add_argument("--precision", default="32", choices=("32", "bf16"))
     ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: lanner and the bare loop both")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument(
         "--epochs", type=int, default=3, help="lanner epochs (the first includes the cache build)"
@@ -96,6 +109,7 @@ def main() -> None:
             "val_fraction": 0.2,
             "schedule": "constant",
             "precision": args.precision,
+            "device": args.device,
         }
     )
     ds = read_dataset(args.data)
@@ -108,11 +122,11 @@ def main() -> None:
     x, y = decoded_tensor([r.path for r in recs], [r.label for r in recs], args.image_size, mean, std)
     decode_s = time.perf_counter() - t0
 
-    bare_before = bare_loop_images_per_s(x, y, args.model, args.batch_size, 2, args.precision)
+    bare_before = bare_loop_images_per_s(x, y, args.model, args.batch_size, 2, args.precision, args.device)
     t0 = time.perf_counter()
     run = api.train(cfg, evaluate_after=False)
     lanner_total_s = time.perf_counter() - t0
-    bare_after = bare_loop_images_per_s(x, y, args.model, args.batch_size, 1, args.precision)
+    bare_after = bare_loop_images_per_s(x, y, args.model, args.batch_size, 1, args.precision, args.device)
 
     history = read_history(run / "history.csv")
     lanner_speed = [float(h["images_per_s"]) for h in history]
@@ -126,6 +140,7 @@ def main() -> None:
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "precision": args.precision,
+        "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
         "train_images": int(history and n_train),
         "bare_images_per_s": {

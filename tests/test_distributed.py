@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from helpers import free_port, run_together, write_digit_folders
 
 from lanner.demo_detect import write_digit_canvases
@@ -242,3 +243,82 @@ def test_detection_with_a_time_budget_on_two_nodes_agrees_on_the_plan(tmp_path):
     )
     assert "val_map" in history[-1] and "val_loss" in history[-1]  # validated (in parts) at the end
     assert state["wall_seconds"] < 60
+
+
+# ------------------------------------------------------------------- the LR, trackers and transfer learning
+
+
+def test_two_processes_choose_the_lr_once_track_once_and_start_from_a_run_with_other_classes(tmp_path):
+    """`train --devices 2 --lr auto --track tensorboard --pretrained RUN` on data with a class of RUN
+    dropped and two added: process 0 runs the range test and tells the other its choice (a collective:
+    a process that missed it would hang or train on "auto"), process 0 alone tracks, and the heads of
+    both processes start from RUN's rows of the classes both know."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from lanner import api
+    from lanner.config import make_config
+
+    tiny = {"model": "test_resnet", "image_size": 16, "batch_size": 8, "device": "cpu", "hflip": False}
+    old = write_digit_folders(tmp_path / "old", labels=(0, 1, 7), per_class=8)
+    first = make_config({"data": str(old), "run": str(tmp_path / "source"), "epochs": 1, **tiny})
+    source = api.train(first, evaluate_after=False)  # one process: the run the new one starts from
+    new = write_digit_folders(tmp_path / "new", labels=(0, 1, 3, 4), per_class=10)  # 7 gone, 3 and 4 new
+    run = tmp_path / "run"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in tiny.items() if k != "hflip"]
+    args = ["train", str(new), "--run", str(run), "--devices", "2", "--lr", "auto", "--track", "tensorboard"]
+    args += ["--pretrained", str(source), "--epochs", "1", "--no-hflip", "--no-eval", *flags]
+    out = _lanner(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "on each of 2 processes" in out.stdout
+
+    # The LR: one range test (process 0's), one choice, the same in every record of it.
+    assert out.stdout.count("LR range test:") == 1 and out.stdout.count("--lr auto:") == 1
+    summary = json.loads((run / "lr_find.json").read_text())
+    assert len((run / "lr_find.csv").read_text().splitlines()) == 1 + summary["steps"]
+    chosen = yaml.safe_load((run / "config.yaml").read_text())["lr"]
+    assert isinstance(chosen, float) and chosen == (summary["suggestion"] or 1e-3)
+    assert f"--lr auto: {chosen:.2g}" in out.stdout
+    assert json.loads((run / "segments.json").read_text())[0]["base_lr"] == pytest.approx(chosen)
+
+    # The tracker: process 0's only, one event file, the chosen LR among its hyperparameters.
+    assert out.stdout.count("tracking: writing TensorBoard events") == 1
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train_loss")] == [1]
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["lr"].number_value == pytest.approx(chosen)
+    assert json.loads((run / "tracking.json").read_text()) == {"tensorboard": {"logdir": "tb"}}
+
+    # Class surgery: the classes both know keep their rows, 7 is dropped, 3 and 4 start fresh.
+    classes = ["digit0", "digit1", "digit3", "digit4"]
+    surgery = json.loads((run / "pretrained.json").read_text())["classes"]
+    assert surgery["from"] == {"digit0": "digit0", "digit1": "digit1", "digit3": None, "digit4": None}
+    assert surgery["dropped"] == ["digit7"]
+    assert out.stdout.count("class heads: kept digit0, digit1; new digit3, digit4") == 1
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["meta"]["classes"] == classes and ckpt["state_dict"]["fc.weight"].shape[0] == len(classes)
+    assert ckpt["train_state"]["epoch"] == 1 and not list(run.glob(".*.tmp"))
+
+
+def test_lr_find_in_a_group_of_two_runs_in_process_0_alone(tmp_path):
+    """Under torchrun's variables (or srun's), `lanner lr-find` runs the range test in process 0 as one
+    process would; process 1 stops at once, says nothing and writes nothing."""
+    data = write_digit_folders(tmp_path / "digits", per_class=8)
+    port = str(free_port())
+    lrf = tmp_path / "lrf"
+    args = [sys.executable, "-m", "lanner", "lr-find", str(data), "--run", str(lrf), "--steps", "20"]
+    args += ["--model", "test_resnet", "--image-size", "16", "--batch-size", "8", "--device", "cpu"]
+    group = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    envs = [{**group, "RANK": str(r), "LOCAL_RANK": str(r)} for r in (0, 1)]
+    done = _together([args, args], envs, tmp_path)
+    assert [p.returncode for p in done] == [0, 0], done[0].stdout + done[0].stderr + done[1].stderr
+    assert "runs in process 0 alone (the other 1 stopped)" in done[0].stdout
+    assert done[1].stdout.strip() == "" and "Traceback" not in done[1].stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits", "lrf"]  # one run directory
+    summary = json.loads((lrf / "lr_find.json").read_text())
+    assert len((lrf / "lr_find.csv").read_text().splitlines()) == 1 + summary["steps"]
+    assert 0 < summary["steps"] <= 20 and (lrf / "lr_find.png").is_file()
+    assert json.loads((lrf / "hardware.json").read_text())["processes"] == 1

@@ -170,10 +170,20 @@ def lr_find(
     steps: int = 100,
 ) -> dict:  # fmt: skip
     """LR range test on the run's data and model (:mod:`lanner.engine.lr_find`); nothing is kept
-    but ``lr_find.csv``, ``lr_find.json`` and ``lr_find.png`` in the (new) run directory."""
+    but ``lr_find.csv``, ``lr_find.json`` and ``lr_find.png`` in the (new) run directory.
+
+    The range test is one process's work. Started as several (under torchrun or srun), process 0 runs
+    it alone, exactly as one process would, and the others stop at once, writing nothing and
+    returning {}."""
     exponential_lrs(start_lr, end_lr, steps)  # bad bounds fail before any data is read
     _check_names(config)
-    s = sessions.set_up(config, _console(console), _prepare, kind="lr-find-")
+    group = distributed.from_environment()
+    if not group.is_main:
+        return {}
+    s = sessions.set_up(config, _console(console), _prepare, kind="lr-find-", alone=True)
+    if group.enabled:
+        others = group.world - 1
+        s.console.print(f"the LR range test runs in process 0 alone (the other {others} stopped)")
     for note in s.prepared.notes:
         s.console.print(note)
     try:

@@ -67,13 +67,15 @@ def infer_task(config: TrainConfig) -> str:
 
 
 def start(
-    config: TrainConfig, console: Console, run_dir: Path | None, prepare: Prepare, kind: str = ""
-) -> Session:
+    config: TrainConfig, console: Console, run_dir: Path | None, prepare: Prepare, kind: str = "",
+    alone: bool = False,
+) -> Session:  # fmt: skip
     """Join the process group (if any), pick device and precision, make (or reuse) the run directory,
-    read the data and build the model."""
+    read the data and build the model. ``alone``: this process works by itself, as if no group were
+    named in its environment (``lr-find`` in process 0 of a group whose others have stopped)."""
     if config.max_image_pixels is not None:
         set_max_image_pixels(config.max_image_pixels)
-    dist = distributed.from_environment()
+    dist = distributed.SINGLE if alone else distributed.from_environment()
     distributed.check_sync_batchnorm(config.sync_bn, choose_device(config.device))
     device = distributed.start(dist, choose_device(config.device))
     console = console if dist.is_main else Console(quiet=True)  # one process speaks
@@ -143,9 +145,11 @@ def _make_run_dir(config: TrainConfig, kind: str) -> tuple[Path, bool]:
     return new_run_dir(config.run, kind + config.task), not existed
 
 
-def set_up(config: TrainConfig, console: Console, prepare: Prepare, kind: str = "") -> Session:
-    """A new run's session, with config.yaml and hardware.json written."""
-    session = start(config, console, None, prepare, kind)
+def set_up(
+    config: TrainConfig, console: Console, prepare: Prepare, kind: str = "", alone: bool = False
+) -> Session:
+    """A new run's session, with config.yaml and hardware.json written (``alone``: see :func:`start`)."""
+    session = start(config, console, None, prepare, kind, alone)
     prepared = session.prepared
     session.config = session.config.model_copy(
         update={
