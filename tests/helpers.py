@@ -36,8 +36,11 @@ def write_digit_folders(
     return root
 
 
-def save_untrained_detector(run: Path, meta: dict, model_name: str = "fcos_test_resnet") -> Path:
-    """A run directory holding an untrained detector checkpoint, as training would save it."""
+def save_untrained_detector(
+    run: Path, meta: dict, model_name: str = "fcos_test_resnet", config: dict | None = None
+) -> Path:
+    """A run directory holding an untrained detector checkpoint, as training would save it; ``config``:
+    settings of the run's config.yaml (what a review's folds train with)."""
     import torch
 
     from lanner.config import make_config
@@ -47,7 +50,9 @@ def save_untrained_detector(run: Path, meta: dict, model_name: str = "fcos_test_
 
     torch.manual_seed(0)
     model = build_detector_from_meta(CheckpointMeta.from_checkpoint({"meta": meta, "model_name": model_name}))
-    config = make_config({"data": "unused", "task": "detect", "model": model_name, "score_threshold": 0.0})
+    config = make_config(
+        {"data": "unused", "task": "detect", "model": model_name, "score_threshold": 0.0, **(config or {})}
+    )
     save_checkpoint(
         run / "checkpoints" / "best.ckpt",
         {

@@ -211,10 +211,39 @@ def test_xss_dataset_runs_no_script(browser, reports):
     r.assert_clean()
 
 
+# Each chart's y ticks (value, y), x ticks, and points (value, cy) as drawn.
+CHART_AXES = """Array.from(document.querySelectorAll('svg.chart')).map(svg => {
+  const all = (css) => Array.from(svg.querySelectorAll(css));
+  const num = (e, a) => Number(e.getAttribute(a));
+  return {
+    title: svg.getAttribute('aria-label'),
+    y: all('text[text-anchor=end]').map(t => [Number(t.textContent), num(t, 'y') - 4]),
+    x: all('text[text-anchor=middle]').map(t => t.textContent).filter(t => t !== 'epoch'),
+    points: all('circle').map(c => [Number(c.textContent.split(': ')[1]), num(c, 'cy')]),
+  };
+})"""
+
+
 def test_run_without_eval_renders_what_exists(browser, reports):
     r = Opened(browser, reports["partial"])
-    assert r.js("document.querySelectorAll('svg.chart polyline').length") >= 3
+    assert r.js("document.querySelectorAll('svg.chart polyline').length") == 5  # 2 losses, 2 metrics, lr
     assert "No eval/predictions.json yet" in r.page.inner_text("#gallery")
+    # One epoch: each chart's axis is a band around its single point(s), never below 0 for values that
+    # are not (the metrics are both 0, the LR one positive value).
+    charts = r.js(CHART_AXES)
+    assert [c["title"] for c in charts] == ["Loss", "Metrics: train vs validation", "Learning rate"]
+    for chart in charts:
+        ticks, points = sorted(chart["y"]), chart["points"]
+        assert chart["x"] == ["1"], chart
+        assert len(ticks) >= 2 and ticks[0][0] >= 0, chart  # no negative loss, accuracy or LR
+        assert [y for _, y in ticks] == sorted((y for _, y in ticks), reverse=True), chart  # up = more
+        assert all(12 <= cy <= 240 - 34 for _, cy in points), chart  # inside the plot area
+    for single in charts[1:]:  # one value each: ticks on both sides of it
+        ticks = sorted(single["y"])
+        assert all(ticks[0][0] <= v <= ticks[-1][0] for v, _ in single["points"]), single
+    metric, lr = charts[1], charts[2]
+    assert [v for v, _ in metric["points"]] == [0, 0] and max(v for v, _ in metric["y"]) <= 1
+    assert len(lr["points"]) == 1 and lr["y"][0][0] > 0  # around the LR, not from 0 (or -0.5)
     r.shot("partial")
     r.assert_clean()
 

@@ -210,6 +210,7 @@
     if (hi === lo) { // one value (a one-epoch run): a band around it, not one that crosses zero
       const half = opts.log ? 0.5 : Math.abs(hi) * 0.1 || 0.5;
       lo -= half; hi += half;
+      if (!opts.log && lo < 0 && Math.min(...all) >= 0) { hi -= lo; lo = 0; } // all 0 (mAP, LR): 0..1
     }
     const pad = (hi - lo) * 0.06; lo -= opts.log ? 0 : pad; hi += pad;
     const x0 = Math.min(...epochs) - 0.5, x1 = Math.max(...epochs) + 0.5;
