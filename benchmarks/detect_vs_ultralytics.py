@@ -104,6 +104,8 @@ def yolo_dataset(data: Path, work: Path) -> Path:
     data_yaml = out / "data.yaml"
     spec = yaml.safe_load(data_yaml.read_text())
     spec["path"] = str(out.resolve())
+    if "val" not in spec and "test" in spec:  # Ultralytics requires val: (raccoon_voc has train/test only)
+        spec["val"] = spec["test"]
     data_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
     return data_yaml
 
