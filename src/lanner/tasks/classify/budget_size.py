@@ -23,7 +23,7 @@ from lanner.engine.budget import estimated_overhead, plan_steps
 
 TARGET_EPOCHS = 10  # fewer than this at full size: shrink the input until they fit
 MIN_FRACTION = 0.5  # never below half the full side: small objects must stay visible
-SIZE_STEP, MIN_SIZE = 16, 32
+SIZE_STEP, MIN_SIZE = 16, 32  # any chosen input size is a multiple of SIZE_STEP, at least MIN_SIZE
 # A timed step on random pixels leaves out loading and augmenting the batch: an allowance for them
 # (the estimate only has to be right within a factor of ~1.5: the size moves with its square root).
 DATA_FACTOR = 1.3

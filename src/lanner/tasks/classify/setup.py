@@ -24,7 +24,14 @@ from lanner.models.classifiers import build_classifier
 from lanner.models.transfer import Classes
 from lanner.rundir import RunDir
 from lanner.tasks.base import Prepared
-from lanner.tasks.classify.budget_size import affordable_epochs, budget_note, size_for_budget, step_seconds
+from lanner.tasks.classify.budget_size import (
+    MIN_SIZE,
+    SIZE_STEP,
+    affordable_epochs,
+    budget_note,
+    size_for_budget,
+    step_seconds,
+)
 from lanner.tasks.classify.data import build_classification_task, cache_records
 from lanner.tasks.classify.training import imbalance_ratio
 from lanner.tasks.data_rules import require_trainable
@@ -35,7 +42,6 @@ DEFAULT_BATCH = 32
 # budget benchmark (docs/benchmarks.md: resnet10t beat resnet18, regnetx_002 and two mobile nets at
 # equal wall-clock time); on a GPU a stronger one.
 DEFAULT_MODELS = {"cpu": ("resnet10t", 128), "cuda": ("resnet50", 224)}
-SIZE_STEP, MIN_SIZE = 16, 32  # a chosen input size is a multiple of SIZE_STEP, at least MIN_SIZE
 SIZE_SAMPLE = 64  # images whose headers are read to learn the data's own resolution
 
 
@@ -109,9 +115,10 @@ def _budget_size(
     if from_environment().enabled:  # each process would time its own steps and might choose another size
         return size, ""
     batch = config.batch_size or DEFAULT_BATCH
-    val = round(len(dataset.records) * config.val_fraction)
+    splits = [r.split for r in dataset.records]  # the run's split is drawn (or restored) by now
+    val, train = splits.count("val"), sum(s not in ("val", "test") for s in splits)
     step_s = step_seconds(model, size, batch, device)
-    epochs = affordable_epochs(parse_duration(config.time), len(dataset.records) - val, val, batch, step_s)
+    epochs = affordable_epochs(parse_duration(config.time), train, val, batch, step_s)
     chosen = size_for_budget(size, epochs)
     return chosen, budget_note(config.time, size, chosen, epochs)
 
