@@ -13,7 +13,14 @@ from lanner import api
 from lanner.config import make_config
 from lanner.data.formats import read_dataset
 from lanner.data.pixels import Preprocessing
-from lanner.engine.budget import BudgetPlan, describe, plan_costed_steps, plan_steps, validation_interval
+from lanner.engine.budget import (
+    BudgetPlan,
+    describe,
+    plan_costed_steps,
+    plan_steps,
+    ready_to_plan,
+    validation_interval,
+)
 from lanner.engine.history import read_history
 from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe
 from lanner.tasks.classify import resizing
@@ -194,3 +201,12 @@ def test_a_timed_run_chooses_and_keeps_a_smaller_input_size(tmp_path, capsys):
     assert f"input size {kept} px, not 96: --time 3s affords" in said
     assert 48 <= kept < 96  # a resume reads config.yaml: it cannot measure its way to another size
     assert read_history(run / "history.csv")
+
+
+def test_a_budget_is_planned_after_a_fifth_of_an_epoch_or_sooner_when_the_epoch_is_long():
+    assert not ready_to_plan(10, 100, budget_share_spent=False)  # a fifth of 100 steps is 20
+    assert ready_to_plan(20, 100, budget_share_spent=False)
+    # an epoch of 3000 tiles against a short budget: 5% of it spent after 4 steps, plan now
+    assert ready_to_plan(4, 3000, budget_share_spent=True)
+    assert not ready_to_plan(2, 3000, budget_share_spent=True)  # never on fewer than 3 steps
+    assert ready_to_plan(2, 2, budget_share_spent=False)  # a 2-step epoch is measured whole

@@ -83,3 +83,23 @@ def test_tiled_predictions_are_in_full_image_pixels(canvases, tiled_run, tmp_pat
     )
     boxes = np.array(rows[0]["boxes"]).reshape(-1, 4)
     assert len(boxes) and boxes.max() <= 640 and boxes[:, 2].max() > 160  # beyond the first tile
+
+
+def test_a_budget_shorter_than_one_epoch_of_tiles_is_planned_early_and_validates_on_a_sample(tmp_path):
+    # Big canvases in small tiles: one epoch is far longer than the budget, and validating on the four
+    # val canvases whole would take more than a quarter of it (issue 16, item 5).
+    data = write_digit_canvases(tmp_path / "canv", n_train=3, n_val=4, size=1600, objects=(150, 200))
+    config = make_config(
+        {"data": str(data), "task": "detect", "run": str(tmp_path / "run"), "model": "fcos_test_resnet",
+         "tile": 160, "overlap": 0.25, "time": "8s", "batch_size": 2, "hflip": False}
+    )  # fmt: skip
+    printed = io.StringIO()
+    run = api.train(config, Console(file=printed, width=400), evaluate_after=False)
+    said = printed.getvalue()
+    assert "(first steps):" in said and "of one epoch" in said  # the plan came early and says so
+    assert "validation on " in said and " of 4 val images (a seeded sample" in said
+    rows = read_history(run / "history.csv")
+    segment = json.loads((run / "segments.json").read_text())[0]
+    # the schedule was laid over the steps the budget bought (inside one epoch), not over 10 epochs
+    assert segment["end_step"] < segment["steps_per_epoch"] and 0 < float(rows[-1]["epoch_fraction"]) < 1
+    assert float(rows[-1]["lr"]) < segment["base_lr"]  # and decayed from its start

@@ -22,6 +22,9 @@ FIXED_EPOCH_OVERHEAD_S = 0.5
 SAFETY = 0.02
 # Within a budget, validation may take at most this share of the time; beyond, it runs less often.
 VALIDATION_SHARE = 0.25
+# The plan is made after a fifth of the first epoch, or after this share of the budget if sooner (and
+# at least 3 steps): an epoch of tiles can be longer than the budget, and a plan made at its end is none.
+PROBE_SHARE = 0.05
 # Fewer optimizer steps than this rarely teach a network much from random weights: said up front.
 FEW_STEPS = 200
 
@@ -36,6 +39,13 @@ def estimated_overhead(step_s: float, batch_size: int, val_images: int) -> float
     """Seconds an epoch spends outside training steps, before the first epoch has measured it."""
     per_image = step_s / max(batch_size, 1)
     return val_images * per_image * EVAL_COST_PER_TRAIN_IMAGE + FIXED_EPOCH_OVERHEAD_S
+
+
+def ready_to_plan(steps_done: int, steps_per_epoch: int, budget_share_spent: bool) -> bool:
+    """Whether the first steps of a --time run have measured enough to plan it: a fifth of the first
+    epoch, or at least 3 steps once they have taken PROBE_SHARE of the budget (``budget_share_spent``)."""
+    probe = min(max(3, steps_per_epoch // 5), steps_per_epoch)
+    return steps_done >= probe or (steps_done >= 3 and budget_share_spent)
 
 
 def plan_steps(budget_s: float, steps_per_epoch: int, step_s: float, overhead_s: float) -> BudgetPlan:

@@ -34,10 +34,13 @@ from timm.utils import ModelEmaV3
 from lanner.engine import distributed
 from lanner.engine.budget import (
     FEW_STEPS,
+    PROBE_SHARE,
+    VALIDATION_SHARE,
     BudgetPlan,
     describe,
     estimated_overhead,
     plan_costed_steps,
+    ready_to_plan,
     too_few_steps,
     validation_interval,
 )
@@ -84,6 +87,12 @@ class TrainTask(Protocol):
         """A training step's time in ``epoch`` of a run of ``epochs``, as a fraction of a step at full
         size (a task whose inputs grow during the run says less than 1 for its early epochs)."""
         return 1.0
+
+    def sample_validation(self, keep: float) -> str | None:
+        """Validate on about ``keep`` (0..1) of the validation images from now on, a seeded sample,
+        because one validation would eat too much of a --time budget; return a line saying so (None:
+        this task always validates on all of them)."""
+        return None
 
 
 @dataclass
@@ -429,19 +438,37 @@ class Trainer:
             return
         if st.segments[0].reason == "timed":
             return
-        probe = min(max(3, self.steps_per_epoch // 5), self.steps_per_epoch)
-        if steps_done < probe:
+        if steps_done < min(3, self.steps_per_epoch):
             return
         elapsed = time.perf_counter() - epoch_start
-        full_step_s = elapsed / steps_done / self.task.step_cost(0, st.total_epochs)
-        task = self.task
-        # Validation scores the val images and the training sample of --eval-train (tasks that have one).
-        scored = task.num_val_images + len(task.train_eval_idx)
-        self._overhead_s = estimated_overhead(full_step_s, task.batch_size, scored)
+        # Every process decides alike at the same step (the plan below is agreed collectively).
+        spent = distributed.any_process(elapsed >= PROBE_SHARE * self.time_budget_s, self.dist, self.device)
+        if not ready_to_plan(steps_done, self.steps_per_epoch, spent):
+            return
+        # One step time for all: the validation sample and the plan must not differ between processes.
+        full_step_s = self._agreed(elapsed / steps_done / self.task.step_cost(0, st.total_epochs))
+        self._overhead_s = self._estimated_overhead(full_step_s)
+        if self._overhead_s > VALIDATION_SHARE * self.time_budget_s:
+            self._sample_validation(full_step_s)
         plan, step_s = self._plan_rest(self._budget_left() - elapsed, full_step_s, self._overhead_s)
         plan, self._overhead_s, step_s = self._agreed((plan, self._overhead_s, step_s))
         self._lay_out(BudgetPlan(plan.steps + st.step, plan.epochs), step_s, "first steps")
         st.segments[0].reason = "timed"
+
+    def _estimated_overhead(self, full_step_s: float) -> float:
+        task = self.task
+        # Validation scores the val images and the training sample of --eval-train (tasks that have one).
+        scored = task.num_val_images + len(task.train_eval_idx)
+        return estimated_overhead(full_step_s, task.batch_size, scored)
+
+    def _sample_validation(self, full_step_s: float) -> None:
+        """One validation would cost more than VALIDATION_SHARE of the whole budget (tiled validation
+        on whole aerial images): validate on a sample sized to fit, when the task can."""
+        note = self.task.sample_validation(VALIDATION_SHARE * self.time_budget_s / self._overhead_s)
+        if note:
+            self._overhead_s = self._estimated_overhead(full_step_s)
+            if self.dist.is_main:
+                self.console.print(note)
 
     def _refit_time_budget(self, train_s: float) -> None:
         """After every epoch, its measured step time and validation cost size the rest, so that the

@@ -9,6 +9,7 @@ score boxes in full-image pixels against the original annotations.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -164,10 +165,32 @@ class TiledDetectionTask(DetectionTask):
     @property
     def num_val_images(self) -> int:
         """Validation runs on whole images, tile by tile: its cost is their tile count."""
-        tile, overlap = self.tiling.tile, self.tiling.overlap
-        sizes = [(r.width, r.height) for r in self.full_val.records if r.width and r.height]
-        tiles = sum(len(tile_windows(w, h, tile, overlap)) for w, h in sizes)
-        return tiles + len(self.full_val.records) - len(sizes)  # size unknown: one tile's cost
+        return sum(self._val_tiles(r) for r in self.full_val.records)
+
+    def _val_tiles(self, record: ImageRecord) -> int:
+        if not (record.width and record.height):
+            return 1  # size unknown: one tile's cost
+        return len(tile_windows(record.width, record.height, self.tiling.tile, self.tiling.overlap))
+
+    def sample_validation(self, keep: float) -> str | None:
+        """Keep a seeded sample of the validation images holding about ``keep`` of their tiles."""
+        records = self.full_val.records
+        if keep >= 1 or len(records) < 2:
+            return None
+        order = np.random.default_rng(self.seed + 104_729).permutation(len(records))
+        budget, chosen, tiles = keep * self.num_val_images, [], 0
+        for i in order:
+            cost = self._val_tiles(records[i])
+            if chosen and tiles + cost > budget:
+                break
+            chosen.append(int(i))
+            tiles += cost
+        kept = [records[i] for i in sorted(chosen)]
+        self.full_val = dataclasses.replace(self.full_val, records=kept)
+        return (
+            f"validation on {len(kept)} of {len(records)} val images (a seeded sample, {tiles} tiles): all "
+            "of them would take more than a quarter of --time; `lanner eval` scores them all afterwards"
+        )
 
     def steps_per_epoch(self) -> int:
         return math.ceil(self.tiles.epoch_size() / self.batch_size)

@@ -1,0 +1,70 @@
+"""Training-step speed on this CPU: fp32 vs bf16 autocast, NCHW vs channels-last (lanner trains fp32 on CPUs).
+
+    .venv/bin/python benchmarks/cpu_precision_probe.py [--models resnet10t@80 resnet10t@112] [--steps 10]
+
+For each model@size: a timm model with 6 classes, batch 32 of random pixels, AdamW, 2 torch threads;
+3 warm-up steps, then ``--steps`` timed training steps (forward, backward, optimizer) under each
+precision and memory format. Prints images/s; ``--out`` writes them as JSON. No lanner code runs:
+this measures the kernels lanner's precision choice (``models/devices.py``) depends on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+
+
+def images_per_s(name: str, size: int, bf16: bool, channels_last: bool, steps: int, batch: int = 32) -> float:
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=6).train()
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 6, (batch,))
+    if channels_last:
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet10t@80", "resnet10t@112"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = {}
+    for spec in args.models:
+        name, size = spec.split("@")
+        for bf16 in (False, True):
+            for channels_last in (False, True):
+                key = f"{spec} {'bf16' if bf16 else 'fp32'} {'channels_last' if channels_last else 'nchw'}"
+                result[key] = round(images_per_s(name, int(size), bf16, channels_last, args.steps), 1)
+                print(f"{key}: {result[key]} images/s", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"threads": args.threads, "images_per_s": result}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
