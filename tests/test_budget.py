@@ -2,6 +2,7 @@
 and the recipe options (mixup, cutmix)."""
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -167,10 +168,15 @@ def test_a_timed_run_with_progressive_resizing_says_its_sizes(tmp_path, capsys):
         {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 32,
          "time": "8s", "batch_size": 8, "progressive": 0.5, "cache_dir": str(tmp_path / "cache")}
     )  # fmt: skip
+    start = time.perf_counter()
     run = api.train(config, evaluate_after=False)
+    took = time.perf_counter() - start
     rows = read_history(run / "history.csv")
     said = capsys.readouterr().out
     assert rows and "progressive resizing: " in said  # on, or off when the budget buys under 4 epochs
+    # Each tiny epoch writes plots and checkpoints (~0.5 s): when --time left them out, this 8 s budget
+    # planned ~90 epochs and took about a minute. Wide margin: set-up and a loaded CI machine.
+    assert took < 30, f"an 8 s budget took {took:.0f} s"
 
 
 def test_a_short_budget_buys_its_epochs_at_a_lower_input_size():

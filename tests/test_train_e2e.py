@@ -215,7 +215,10 @@ def test_early_stopping_time_budget_and_broken_files(tmp_path, digits):
     seg, history = state["segments"][0], read_history(run / "history.csv")
     assert (state["total_epochs"] - 1) * seg["steps_per_epoch"] < seg["end_step"]
     assert seg["end_step"] <= state["total_epochs"] * seg["steps_per_epoch"]
-    assert len(history) == state["total_epochs"] and state["step"] == seg["end_step"]
+    # Every planned epoch ran, and the last one to the plan's end or, on a loaded machine, a step or
+    # two short of it: the clock ends a step that would overrun the budget (never a step past the plan).
+    assert len(history) == state["total_epochs"]
+    assert (state["total_epochs"] - 1) * seg["steps_per_epoch"] < state["step"] <= seg["end_step"]
     assert float(history[-1]["lr"]) < 0.05 * seg["base_lr"]  # decayed to (nearly) zero at the end
 
 

@@ -63,6 +63,11 @@ def plan_steps(budget_s: float, steps_per_epoch: int, step_s: float, overhead_s:
     return best
 
 
+def fits_another_epoch(budget_s: float, step_s: float, overhead_s: float) -> bool:
+    """Whether what is left of a budget holds one more step and its epoch's end (validation, outputs)."""
+    return budget_s * (1 - SAFETY) - overhead_s >= step_s
+
+
 def plan_costed_steps(
     budget_s: float, steps_per_epoch: int, full_step_s: float, overhead_s: float, first: int, guess: int,
     step_cost: Callable[[int, int], float],

@@ -34,11 +34,13 @@ from timm.utils import ModelEmaV3
 from lanner.engine import distributed
 from lanner.engine.budget import (
     FEW_STEPS,
+    FIXED_EPOCH_OVERHEAD_S,
     PROBE_SHARE,
     VALIDATION_SHARE,
     BudgetPlan,
     describe,
     estimated_overhead,
+    fits_another_epoch,
     plan_costed_steps,
     ready_to_plan,
     too_few_steps,
@@ -239,7 +241,9 @@ class Trainer:
         # --time counts validation too. The first segment's budget is the whole run's (a resumed
         # Ctrl-C finishes the plan it had); a resume that gave a new --time starts its own.
         self._wall_at_start = state.wall_seconds if len(state.segments) > 1 else 0.0
-        self._overhead_s = 0.0
+        self._overhead_s = 0.0  # an epoch's validation (with --time: measured, else estimated)
+        # An epoch's history, plots, checkpoints and callbacks: measured from the first epoch on.
+        self._outputs_s = FIXED_EPOCH_OVERHEAD_S
         self._validate_every = 1
         self.freeze, self._freeze_told = settings.freeze, False
         self._overfitting_told = False
@@ -337,14 +341,19 @@ class Trainer:
             row["epoch_fraction"] = round(fraction, 4)
         st.history.append(row)
         improved = self._update_best(metrics)
-        # The wall time of this epoch so far (the checkpoint written next is the only part left out).
+        # The wall time of this epoch so far (what it writes next is counted right after).
         self._epoch_wall = time.perf_counter() - epoch_start
         # Process 0's clock is the run's: every process then decides the same about the budget.
         st.wall_seconds = self._agreed(st.wall_seconds + self._epoch_wall)
         self._refit_time_budget(epoch_time)
+        writing = time.perf_counter()
         if self.dist.is_main:
             self._write_outputs(improved)
             self.callbacks.on_epoch_end(row)
+        # Plots and checkpoints are part of --time too (~0.5 s an epoch: in a run of 90 tiny epochs,
+        # leaving them out overran an 8 s budget sevenfold).
+        self._outputs_s = self._agreed(time.perf_counter() - writing)
+        st.wall_seconds += self._outputs_s
         self._print_epoch(row, improved)
         self._note_overfitting()
         return self._should_stop()
@@ -483,8 +492,12 @@ class Trainer:
             self._overhead_s = max(self._epoch_wall - train_s, 0.0)
         if st.epoch == 1:
             self._space_validation(self._overhead_s, train_s)
-        overhead = self._overhead_s / self._validate_every  # what an epoch costs on average
-        plan, step_s = self._plan_rest(self._budget_left(), full_step_s, overhead)
+        # What an epoch costs beyond its steps, on average: validation, and what it writes.
+        overhead = self._overhead_s / self._validate_every + self._outputs_s
+        left = self._budget_left() - self._outputs_s  # this epoch's outputs are written next
+        plan, step_s = self._plan_rest(left, full_step_s, overhead)
+        if not fits_another_epoch(left, step_s, overhead):
+            plan = BudgetPlan(0, 0)  # the run ends with this epoch, not with a step the clock cuts
         plan, self._overhead_s, self._validate_every = self._agreed(
             (plan, self._overhead_s, self._validate_every)
         )
@@ -538,7 +551,7 @@ class Trainer:
             return False
         if self.state.step >= self.state.segments[-1].end_step:
             return True
-        return time.perf_counter() - epoch_start + self._overhead_s >= self._budget_left()
+        return time.perf_counter() - epoch_start + self._overhead_s + self._outputs_s >= self._budget_left()
 
     def _start_epoch(self, epoch: int) -> None:
         """Freeze what ``--freeze`` says for this epoch; (re-)wrap for DDP when what trains changed."""
