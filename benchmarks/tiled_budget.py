@@ -14,7 +14,6 @@ mAP on the val canvases. Results go to ``benchmarks/results/tiled_budget.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import tempfile
@@ -27,13 +26,9 @@ from rich.console import Console
 from lanner import api
 from lanner.config import make_config
 from lanner.demo_detect import write_digit_canvases
+from lanner.engine.history import read_history
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tiled_budget.json"
-
-
-def history(run: Path) -> list[dict]:
-    with open(run / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def plan_lines(said: str) -> list[str]:
@@ -66,7 +61,7 @@ def main() -> None:
     start = time.perf_counter()
     run = api.train(config, console, evaluate_after=False)
     wall_s = time.perf_counter() - start
-    rows = history(run)
+    rows = read_history(run / "history.csv")
     epoch_s = sum(float(r.get("epoch_time_s") or 0) for r in rows)
     tiled = api.evaluate(run, str(data), "val", console=console, report=False)
     said = buffer.getvalue()
