@@ -22,6 +22,7 @@ from lanner.engine.budget import (
     ready_to_plan,
     validation_interval,
 )
+from lanner.engine.checkpoint import load_checkpoint
 from lanner.engine.history import read_history
 from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe
 from lanner.tasks.classify import resizing
@@ -36,6 +37,7 @@ def test_the_budget_buys_whole_epochs_then_a_partial_one():
     plan = plan_steps(100, steps_per_epoch=10, step_s=1.0, overhead_s=5.0)
     assert plan == BudgetPlan(steps=63, epochs=7)
     assert describe(plan, 10) == "6 epochs and 30% of one more"
+    assert describe(BudgetPlan(steps=13, epochs=2), 10) == "1 epoch and 30% of one more"
 
 
 def test_a_budget_shorter_than_an_epoch_trains_part_of_one():
@@ -216,3 +218,34 @@ def test_a_budget_is_planned_after_a_fifth_of_an_epoch_or_sooner_when_the_epoch_
     assert ready_to_plan(4, 3000, budget_share_spent=True)
     assert not ready_to_plan(2, 3000, budget_share_spent=True)  # never on fewer than 3 steps
     assert ready_to_plan(2, 2, budget_share_spent=False)  # a 2-step epoch is measured whole
+
+
+def test_an_epoch_slower_than_planned_ends_the_run_at_an_epoch_and_says_so(tmp_path, capsys, monkeypatch):
+    # The curves of epoch 2 take 5 s to write (a slow network disk, a stalled NFS mount): the plan made
+    # from epoch 1 no longer fits. The run ends at epoch 2 instead of overrunning --time, and says
+    # where its LR stood (not decayed: the schedule's end did not come).
+    from lanner.engine import trainer
+
+    data = tmp_path / "digits"
+    write_digit_folders(data, per_class=12)
+    written = []
+
+    def slow_second_plot(*args, **kwargs):
+        written.append(1)
+        if len(written) == 2:
+            time.sleep(5)
+        return plot_curves(*args, **kwargs)
+
+    plot_curves = trainer.plot_curves
+    monkeypatch.setattr(trainer, "plot_curves", slow_second_plot)
+    config = make_config(
+        {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 16,
+         "time": "6s", "batch_size": 4, "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip
+    run = api.train(config, evaluate_after=False)
+    said = " ".join(capsys.readouterr().out.split())
+    rows = read_history(run / "history.csv")
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["train_state"]
+    assert len(rows) == 2 and state["total_epochs"] == 2  # not a third epoch the clock cuts at once
+    assert f"slower than planned (a busy machine?): the run ends at epoch 2, step {state['step']} of" in said
+    assert f"with the LR at {float(rows[-1]['lr']):.3g}, not decayed" in said

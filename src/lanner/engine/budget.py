@@ -88,12 +88,13 @@ def plan_costed_steps(
 
 def describe(plan: BudgetPlan, steps_per_epoch: int) -> str:
     whole, rest = divmod(plan.steps, steps_per_epoch)
+    epochs = f"{whole} epoch" if whole == 1 else f"{whole} epochs"
     if rest == 0:
-        return f"{whole} epochs"
+        return epochs
     fraction = rest / steps_per_epoch
     if whole == 0:
         return f"{fraction:.0%} of one epoch (a seeded random part of the training images)"
-    return f"{whole} epochs and {fraction:.0%} of one more"
+    return f"{epochs} and {fraction:.0%} of one more"
 
 
 def too_few_steps(steps: int) -> str:

@@ -242,8 +242,10 @@ class Trainer:
         # Ctrl-C finishes the plan it had); a resume that gave a new --time starts its own.
         self._wall_at_start = state.wall_seconds if len(state.segments) > 1 else 0.0
         self._overhead_s = 0.0  # an epoch's validation (with --time: measured, else estimated)
-        # An epoch's history, plots, checkpoints and callbacks: measured from the first epoch on.
-        self._outputs_s = FIXED_EPOCH_OVERHEAD_S
+        # What an epoch writes: its records (history, plots, callbacks), measured before the budget is
+        # refitted, and its checkpoints, written after it (the checkpoint holds the new plan), so
+        # estimated by the previous epoch's.
+        self._records_s = self._checkpoints_s = FIXED_EPOCH_OVERHEAD_S / 2
         self._validate_every = 1
         self.freeze, self._freeze_told = settings.freeze, False
         self._overfitting_told = False
@@ -345,15 +347,11 @@ class Trainer:
         self._epoch_wall = time.perf_counter() - epoch_start
         # Process 0's clock is the run's: every process then decides the same about the budget.
         st.wall_seconds = self._agreed(st.wall_seconds + self._epoch_wall)
+        # What an epoch writes is part of --time too (~0.6 s an epoch of plots and checkpoints: in a
+        # run of 90 tiny epochs, leaving it out overran an 8 s budget sevenfold).
+        self._records_s = self._timed_on_main(lambda: self._write_records(row))
         self._refit_time_budget(epoch_time)
-        writing = time.perf_counter()
-        if self.dist.is_main:
-            self._write_outputs(improved)
-            self.callbacks.on_epoch_end(row)
-        # Plots and checkpoints are part of --time too (~0.5 s an epoch: in a run of 90 tiny epochs,
-        # leaving them out overran an 8 s budget sevenfold).
-        self._outputs_s = self._agreed(time.perf_counter() - writing)
-        st.wall_seconds += self._outputs_s
+        self._checkpoints_s = self._timed_on_main(lambda: self._write_checkpoints(improved))
         self._print_epoch(row, improved)
         self._note_overfitting()
         return self._should_stop()
@@ -418,11 +416,27 @@ class Trainer:
             return True
         return False
 
-    def _write_outputs(self, improved: bool) -> None:
+    @property
+    def _outputs_s(self) -> float:
+        return self._records_s + self._checkpoints_s
+
+    def _timed_on_main(self, write) -> float:
+        """Run ``write`` on process 0; its seconds (process 0's, for all) are added to the run's wall time."""
+        start = time.perf_counter()
+        if self.dist.is_main:
+            write()
+        seconds = self._agreed(time.perf_counter() - start)
+        self.state.wall_seconds += seconds
+        return seconds
+
+    def _write_records(self, row: dict) -> None:
         st = self.state
         write_history(self.run.history, st.history)
-        write_segments(self.run.segments, [s.to_dict() for s in st.segments])
         plot_curves(st.history, [s.to_dict() for s in st.segments], self.run.curves_plot)
+        self.callbacks.on_epoch_end(row)
+
+    def _write_checkpoints(self, improved: bool) -> None:
+        write_segments(self.run.segments, [s.to_dict() for s in self.state.segments])
         self._save("last")
         if improved:
             self._save("best")
@@ -485,8 +499,10 @@ class Trainer:
         st = self.state
         if self.time_budget_s is None or len(st.segments) > 1 or st.segments[0].reason != "timed":
             return
-        if st.epoch >= st.total_epochs:
-            return  # the planned steps are done
+        if st.epoch >= st.total_epochs:  # the planned steps are done, or the clock cut the last epoch
+            if st.step < st.segments[0].end_step:
+                self._tell_cut_short()
+            return
         full_step_s = train_s / max(self._epoch_steps, 1) / self.task.step_cost(st.epoch - 1, st.total_epochs)
         if st.history[-1].keys() & {st.monitor, "val_loss"}:  # validated: its cost measured
             self._overhead_s = max(self._epoch_wall - train_s, 0.0)
@@ -494,14 +510,26 @@ class Trainer:
             self._space_validation(self._overhead_s, train_s)
         # What an epoch costs beyond its steps, on average: validation, and what it writes.
         overhead = self._overhead_s / self._validate_every + self._outputs_s
-        left = self._budget_left() - self._outputs_s  # this epoch's outputs are written next
+        left = self._budget_left() - self._checkpoints_s  # this epoch's checkpoints are written next
         plan, step_s = self._plan_rest(left, full_step_s, overhead)
         if not fits_another_epoch(left, step_s, overhead):
             plan = BudgetPlan(0, 0)  # the run ends with this epoch, not with a step the clock cuts
+            self._tell_cut_short()
         plan, self._overhead_s, self._validate_every = self._agreed(
             (plan, self._overhead_s, self._validate_every)
         )
         self._lay_out(BudgetPlan(st.step + plan.steps, st.epoch + plan.epochs), step_s, f"epoch {st.epoch}")
+
+    def _tell_cut_short(self) -> None:
+        """The plan's steps no longer fit (a load spike, an epoch slower than measured): the run ends
+        at this epoch without overrunning --time, which the user is told with what it cost."""
+        st = self.state
+        if self.dist.is_main:
+            self.console.print(
+                f"[yellow]training ran slower than planned (a busy machine?): the run ends at epoch "
+                f"{st.epoch}, step {st.step} of the {st.segments[0].end_step} planned, with the LR at "
+                f"{st.history[-1]['lr']:.3g}, not decayed to its schedule's end[/]"
+            )
 
     def _plan_rest(self, budget_s: float, full_step_s: float, overhead_s: float) -> tuple[BudgetPlan, float]:
         """The plan from the current epoch on, and its mean step time (see plan_costed_steps)."""
