@@ -70,7 +70,9 @@ def main() -> None:
         for bf16, channels_last, compiled in variants + ([(False, True, True)] if args.compile else []):
             key = f"{spec} {'bf16' if bf16 else 'fp32'} {'channels_last' if channels_last else 'nchw'}"
             key += " compiled" if compiled else ""
-            speed, warm_up_s = images_per_s(name, int(size), bf16, channels_last, args.steps, compiled=compiled)
+            speed, warm_up_s = images_per_s(
+                name, int(size), bf16, channels_last, args.steps, compiled=compiled
+            )
             result[key], warm_up[key] = round(speed, 1), round(warm_up_s, 1)
             print(f"{key}: {result[key]} images/s (3 warm-up steps: {warm_up[key]} s)", flush=True)
     if args.out:

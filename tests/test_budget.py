@@ -28,7 +28,7 @@ from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe
 from lanner.tasks.classify import resizing
 from lanner.tasks.classify.budget_size import affordable_epochs, size_for_budget
 from lanner.tasks.classify.setup import default_input_size
-from lanner.tasks.classify.training import ClassificationTask, mix_batch
+from lanner.tasks.classify.training import ClassificationTask, mix_batch, random_erase
 
 
 def test_the_budget_buys_whole_epochs_then_a_partial_one():
@@ -93,14 +93,32 @@ def test_mixup_and_cutmix_targets_match_what_was_mixed(tmp_path):
     assert torch.allclose(soft[y, y], kept) and (kept < 1).any()
 
 
-def test_training_with_mixup_and_cutmix(tmp_path):
+def test_random_erasing_replaces_one_rectangle_in_the_chosen_share_of_images():
+    x = torch.full((400, 3, 32, 32), 5.0)  # 5: far from what N(0, 1) noise draws
+    erased = random_erase(x.clone(), 0.5, torch.Generator().manual_seed(0))
+    changed = erased != 5.0  # [B, 3, H, W]
+    hit = changed.flatten(1).any(1)
+    assert 0.4 < hit.float().mean() < 0.6  # about the share asked for
+    for image in changed[hit]:
+        rows, cols = image.any(0).any(1).nonzero(), image.any(0).any(0).nonzero()
+        h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert image[0].sum() == h * w  # one solid rectangle (the same in every channel)
+        assert 0.01 < h * w / 32**2 < 0.34
+    again = random_erase(x.clone(), 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(erased, again)  # the batch's generator decides everything (resumable)
+    assert torch.equal(random_erase(x.clone(), 0.0, torch.Generator().manual_seed(0)), x)
+
+
+def test_training_with_mixup_cutmix_and_random_erasing(tmp_path):
     data = write_digit_folders(tmp_path / "digits", per_class=8)
     config = make_config(
         {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 16,
-         "epochs": 1, "batch_size": 8, "mixup": 0.2, "cutmix": 1.0, "cache_dir": str(tmp_path / "cache")}
+         "epochs": 1, "batch_size": 8, "mixup": 0.2, "cutmix": 1.0, "erase": 0.25,
+         "cache_dir": str(tmp_path / "cache")}
     )  # fmt: skip
     run = api.train(config, evaluate_after=False)
     assert math.isfinite(float(read_history(run / "history.csv")[0]["train_loss"]))
+    assert yaml.safe_load((run / "config.yaml").read_text())["erase"] == 0.25
 
 
 def _task(augment: str) -> ClassificationTask:

@@ -284,6 +284,13 @@ class TrainConfig(BaseModel):
         0.0, help="classification: mixup alpha (e.g. 0.2; 0 = off); with --cutmix, each batch picks one", ge=0
     )
     cutmix: float = option(0.0, help="classification: cutmix alpha (e.g. 1.0; 0 = off)", ge=0)
+    erase: float = option(
+        0.0,
+        help="classification: random erasing, the share of training images given a noise rectangle of "
+        "2-33% of their area (e.g. 0.25; 0 = off)",
+        ge=0,
+        le=1,
+    )
     progressive: float = option(
         0.0,
         help="classification: progressive resizing, the first epoch trains at this fraction of the input "

@@ -50,13 +50,16 @@ class TrainRecipe:
     eval_train: int | None = None  # training images scored each epoch (None: as many as val)
     geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # rotate, shear, translate, scale
     progressive: float = 0.0  # classification: the first epoch's input size as a fraction of the full one
+    erase: float = (
+        0.0  # classification: the share of training images with a rectangle erased (random erasing)
+    )
 
     @classmethod
     def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
         return cls(
             batch_size, config.augment.name, config.hflip, config.balance, config.label_smoothing,
             config.min_visibility, config.seed, config.mixup, config.cutmix, config.eval_train,
-            config.augment.geometry(), config.progressive,
+            config.augment.geometry(), config.progressive, config.erase,
         )  # fmt: skip
 
     def train_eval_sample(self, train_idx: np.ndarray, num_val: int) -> np.ndarray:

@@ -84,6 +84,27 @@ def augment_batch(
     return normalise(x, prep)
 
 
+def random_erase(x: torch.Tensor, prob: float, g: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017; timm's ``RandomErasing``, mode "pixel"): in each normalised
+    image of ``x`` [B, C, H, W], with probability ``prob``, one rectangle of 2-33% of the area, aspect
+    ratio 0.3-3.3, is replaced by normal noise. Written here because timm's loops over the images in
+    Python and draws from the global RNG: this draws from ``g``, so a resumed run erases the same."""
+    b, _, h, w = x.shape
+    area = torch.empty(b).uniform_(0.02, 1 / 3, generator=g) * h * w
+    ratio = torch.exp(torch.empty(b).uniform_(math.log(0.3), math.log(1 / 0.3), generator=g))
+    eh = torch.sqrt(area * ratio).clamp(1, h).floor()
+    ew = torch.sqrt(area / ratio).clamp(1, w).floor()
+    top = (torch.rand(b, generator=g) * (h - eh + 1)).floor()
+    left = (torch.rand(b, generator=g) * (w - ew + 1)).floor()
+    erased = torch.rand(b, generator=g) < prob
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = (rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
+    inside = inside & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1))
+    mask = (inside & erased.view(b, 1, 1)).unsqueeze(1).to(x.device)  # [B, 1, H, W]
+    noise = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+    return torch.where(mask, noise, x)
+
+
 def mix_batch(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, alphas: tuple[float, float], g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +186,7 @@ class ClassificationTask(TrainTask):
     ) -> None:
         batch_size, balance, label_smoothing = recipe.batch_size, recipe.balance, recipe.label_smoothing
         augment, hflip, seed = recipe.augment, recipe.hflip, recipe.seed
-        self.mix_alphas = (recipe.mixup, recipe.cutmix)
+        self.mix_alphas, self.erase = (recipe.mixup, recipe.cutmix), recipe.erase
         self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.long)
         self.train_idx, self.val_idx = np.sort(train_idx), np.sort(val_idx)
         self.train_eval_idx = recipe.train_eval_sample(self.train_idx, len(self.val_idx))
@@ -267,6 +288,8 @@ class ClassificationTask(TrainTask):
         g = batch_generator(self.seed, epoch, number)
         size = self.train_size(epoch)
         x = augment_batch(images_u8, self.prep, self.augment, self.hflip, g, self.device, self.geometry, size)
+        if self.erase > 0:
+            x = random_erase(x, self.erase, g)
         y = labels.to(self.device)
         if any(self.mix_alphas) and len(y) > 1:
             x, y = mix_batch(x, y, len(self.classes), self.mix_alphas, g)  # y: soft targets
