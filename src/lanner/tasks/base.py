@@ -50,9 +50,7 @@ class TrainRecipe:
     eval_train: int | None = None  # training images scored each epoch (None: as many as val)
     geometry: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # rotate, shear, translate, scale
     progressive: float = 0.0  # classification: the first epoch's input size as a fraction of the full one
-    erase: float = (
-        0.0  # classification: the share of training images with a rectangle erased (random erasing)
-    )
+    erase: float = 0.0  # classification: share of training images given a random-erasing rectangle
 
     @classmethod
     def from_config(cls, config: TrainConfig, batch_size: int) -> TrainRecipe:
