@@ -20,6 +20,7 @@ from lanner.engine.budget import (
     plan_costed_steps,
     plan_steps,
     ready_to_plan,
+    schedule_unfinished,
     validation_interval,
 )
 from lanner.engine.checkpoint import load_checkpoint
@@ -236,6 +237,15 @@ def test_a_budget_is_planned_after_a_fifth_of_an_epoch_or_sooner_when_the_epoch_
     assert ready_to_plan(4, 3000, budget_share_spent=True)
     assert not ready_to_plan(2, 3000, budget_share_spent=True)  # never on fewer than 3 steps
     assert ready_to_plan(2, 2, budget_share_spent=False)  # a 2-step epoch is measured whole
+
+
+def test_a_run_cut_short_is_worth_a_warning_only_when_its_lr_had_not_decayed():
+    # The clock taking the last 4 of 380 steps of a cosine (LR 4e-7 of 1e-3) finished the schedule in
+    # all but name; stopping a third before its end (LR a quarter of base) did not. A constant LR
+    # has no end to miss.
+    assert not schedule_unfinished(4.3e-7, 0.0, 1e-3)
+    assert schedule_unfinished(2.5e-4, 0.0, 1e-3)
+    assert not schedule_unfinished(1e-3, 1e-3, 1e-3)
 
 
 def test_an_epoch_slower_than_planned_ends_the_run_at_an_epoch_and_says_so(tmp_path, capsys, monkeypatch):

@@ -27,6 +27,9 @@ VALIDATION_SHARE = 0.25
 PROBE_SHARE = 0.05
 # Fewer optimizer steps than this rarely teach a network much from random weights: said up front.
 FEW_STEPS = 200
+# A run the clock cuts short with its LR within this share of the base LR of its schedule's end value
+# has all but finished the schedule (a few steps of a decayed cosine): not worth a warning.
+UNFINISHED_LR_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ def plan_costed_steps(
             break
         epochs = first + plan.epochs
     return plan, full_step_s * cost
+
+
+def schedule_unfinished(lr_reached: float, lr_at_end: float, base_lr: float) -> bool:
+    """Whether a run that ends at ``lr_reached`` stopped materially short of its schedule's end."""
+    return abs(lr_reached - lr_at_end) > UNFINISHED_LR_SHARE * base_lr
 
 
 def describe(plan: BudgetPlan, steps_per_epoch: int) -> str:
