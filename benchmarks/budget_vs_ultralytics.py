@@ -8,14 +8,21 @@ is split once, seeded and stratified, 70/15/15 into train/val/test class folders
 both tools read. Each contender trains from random init for the budget on the same threads, one
 after the other (lanner with ``--time``, Ultralytics with ``time=`` in hours, its yaml model), then
 both are scored by the same code on the same test images: top-1 accuracy and macro-F1 (scikit-learn).
+lanner's model is scored a second time with ``--tta`` (``tta``: the same weights, so the difference is
+the views' alone) and a third from the last epoch's weights (``last``, beside ``best_epoch``: lanner
+predicts with the checkpoint that scored best on val); each lanner row also records the input-size
+rule's ``DATA_FACTOR`` as the run measured it (``data_factor``: the probe's model-only images/s over
+the training loop's).
 Results go to ``benchmarks/results/budget_vs_ultralytics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +34,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from lanner import api
 from lanner.config import make_config
+from lanner.engine.checkpoint import load_checkpoint
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trashnet_112_cls"
 RESULTS = Path(__file__).resolve().parent / "results" / "budget_vs_ultralytics.json"
@@ -73,16 +81,50 @@ def run_lanner(
     start = time.perf_counter()
     run = api.train(config, Console(quiet=True), evaluate_after=False)
     train_s = time.perf_counter() - start
-    rows = api.predict(run, [str(p) for p, _ in test], work / "lanner.csv", Console(quiet=True), topk=1)
-    history = (run / "history.csv").read_text().strip().splitlines()
-    cfg = (run / "config.yaml").read_text()
+    truth, files = [c for _, c in test], [str(p) for p, _ in test]
+    rows = api.predict(run, files, work / "lanner.csv", Console(quiet=True), topk=1)
+    # The same model scored again with --tta (4 views): paired, so its difference is not run noise.
+    tta_rows = api.predict(run, files, work / "lanner-tta.csv", Console(quiet=True), topk=1, tta=True)
+    # best.ckpt (picked on val, what lanner predicts with) against the last epoch's weights.
+    last = run / "checkpoints" / "last.ckpt"
+    last_rows = api.predict(last, files, work / "lanner-last.csv", Console(quiet=True), topk=1)
+    best_epoch = load_checkpoint(last)["train_state"]["best_epoch"]
+    with (run / "history.csv").open() as f:
+        history = list(csv.DictReader(f))
+    cfg = {k: v for k, v in (line.split(": ", 1) for line in (run / "config.yaml").read_text().splitlines()
+           if ": " in line)}  # fmt: skip
     return {
-        **scores([c for _, c in test], [r["label"] for r in rows]),
-        "epochs": len(history) - 1,
+        **scores(truth, [r["label"] for r in rows]),
+        "tta": scores(truth, [r["label"] for r in tta_rows]),
+        "last": scores(truth, [r["label"] for r in last_rows]),
+        "best_epoch": best_epoch,
+        "epochs": len(history),
         "train_s": round(train_s, 1),
-        "config": {k: v for k, v in (line.split(": ", 1) for line in cfg.splitlines() if ": " in line)
+        "data_factor": measured_data_factor(run, cfg, history),
+        "config": {k: v for k, v in cfg.items()
                    if k in ("model", "image_size", "batch_size", "balance", "lr", "augment")},
     }  # fmt: skip
+
+
+def measured_data_factor(run: Path, cfg: dict, history: list[dict]) -> dict:
+    """The input-size rule's DATA_FACTOR as this run measured it: the probe's step time (model only,
+    random pixels; timed now, on the idle machine) against the training loop's median images/s."""
+    from lanner.models.classifiers import build_classifier
+    from lanner.tasks.classify.budget_size import DATA_FACTOR, step_seconds
+    from lanner.tasks.loading import load_run
+
+    loaded = load_run(run, "last", torch.device("cpu"))  # the size it trained at, chosen or not
+    size = int(loaded.meta.get("preprocessing")["image_size"])
+    batch = int(cfg["batch_size"]) if cfg.get("batch_size", "null") != "null" else 32
+    model = build_classifier(cfg["model"], len(loaded.meta.classes))[0]
+    probe_img_s = batch / step_seconds(model, size, batch, torch.device("cpu"))
+    train_img_s = statistics.median(float(r["images_per_s"]) for r in history[1:] or history)
+    return {
+        "probe_img_s": round(probe_img_s, 1),
+        "train_img_s": round(train_img_s, 1),
+        "measured": round(probe_img_s / train_img_s, 2),
+        "assumed": DATA_FACTOR,
+    }
 
 
 def run_ultralytics(root: Path, test, minutes: float, work: Path, model_yaml: str, imgsz: int) -> dict:
