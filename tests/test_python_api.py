@@ -57,6 +57,20 @@ def test_the_documented_examples_run_and_return_typed_results(documented):
     assert json.dumps(found.to_dict()) and json.dumps(ns["result"].to_dict())
 
 
+def test_eval_of_a_checkpoint_file_scores_it_and_writes_into_its_run(documented, monkeypatch):
+    # `lanner eval RUN/checkpoints/last.ckpt` (the last epoch's weights, not the val-picked best) writes
+    # its metrics and report into RUN; it used to print the metrics, then fail: "run directory not found".
+    from lanner import api
+
+    here, _ = documented
+    monkeypatch.chdir(here)
+    run = here / "runs" / "digits"
+    (run / "report.html").unlink()
+    metrics = api.evaluate(run / "checkpoints" / "last.ckpt")
+    assert metrics["num_images"] == 24 and (run / "report.html").is_file()
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+
+
 def test_in_memory_predictions_match_lanner_predict_on_files(documented):
     here, ns = documented
     model, rows = ns["model"], ns["rows"]  # rows: lanner.predict on digits/test

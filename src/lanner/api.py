@@ -297,8 +297,8 @@ def _evaluate_at(place: _Place, run, data, split, report: bool, options: Inferen
     loaded = load_for_inference(run, place.device, options.precision, part=place.part)
     place.console.print(describe_inference(loaded))
     metrics = loaded.task.evaluate(loaded, data, split, options, place.console)
-    if report and place.is_main:
-        place.console.print(f"report: {build_report(Path(run))}")
+    if report and place.is_main:  # the run the checkpoint belongs to (RUN or RUN/checkpoints/x.ckpt)
+        place.console.print(f"report: {build_report(loaded.run.path)}")
     return metrics
 
 
