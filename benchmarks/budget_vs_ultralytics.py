@@ -111,11 +111,12 @@ def measured_data_factor(run: Path, cfg: dict, history: list[dict]) -> dict:
     random pixels; timed now, on the idle machine) against the training loop's median images/s."""
     from lanner.models.classifiers import build_classifier
     from lanner.tasks.classify.budget_size import DATA_FACTOR, step_seconds
+    from lanner.tasks.classify.setup import DEFAULT_BATCH
     from lanner.tasks.loading import load_run
 
     loaded = load_run(run, "last", torch.device("cpu"))  # the size it trained at, chosen or not
     size = int(loaded.meta.get("preprocessing")["image_size"])
-    batch = int(cfg["batch_size"]) if cfg.get("batch_size", "null") != "null" else 32
+    batch = int(cfg["batch_size"]) if cfg.get("batch_size", "null") != "null" else DEFAULT_BATCH
     model = build_classifier(cfg["model"], len(loaded.meta.classes))[0]
     probe_img_s = batch / step_seconds(model, size, batch, torch.device("cpu"))
     train_img_s = statistics.median(float(r["images_per_s"]) for r in history[1:] or history)
