@@ -35,6 +35,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from lanner import api
 from lanner.config import make_config
 from lanner.engine.checkpoint import load_checkpoint
+from lanner.rundir import CheckpointMeta
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trashnet_112_cls"
 RESULTS = Path(__file__).resolve().parent / "results" / "budget_vs_ultralytics.json"
@@ -88,7 +89,7 @@ def run_lanner(
     # best.ckpt (picked on val, what lanner predicts with) against the last epoch's weights.
     last = run / "checkpoints" / "last.ckpt"
     last_rows = api.predict(last, files, work / "lanner-last.csv", Console(quiet=True), topk=1)
-    best_epoch = load_checkpoint(last)["train_state"]["best_epoch"]
+    last_ckpt = load_checkpoint(last)  # read once: its best epoch, and the size it trained at
     with (run / "history.csv").open() as f:
         history = list(csv.DictReader(f))
     cfg = {k: v for k, v in (line.split(": ", 1) for line in (run / "config.yaml").read_text().splitlines()
@@ -97,27 +98,25 @@ def run_lanner(
         **scores(truth, [r["label"] for r in rows]),
         "tta": scores(truth, [r["label"] for r in tta_rows]),
         "last": scores(truth, [r["label"] for r in last_rows]),
-        "best_epoch": best_epoch,
+        "best_epoch": last_ckpt["train_state"]["best_epoch"],
         "epochs": len(history),
         "train_s": round(train_s, 1),
-        "data_factor": measured_data_factor(run, cfg, history),
+        "data_factor": measured_data_factor(CheckpointMeta.from_checkpoint(last_ckpt), cfg, history),
         "config": {k: v for k, v in cfg.items()
                    if k in ("model", "image_size", "batch_size", "balance", "lr", "augment")},
     }  # fmt: skip
 
 
-def measured_data_factor(run: Path, cfg: dict, history: list[dict]) -> dict:
+def measured_data_factor(meta: CheckpointMeta, cfg: dict, history: list[dict]) -> dict:
     """The input-size rule's DATA_FACTOR as this run measured it: the probe's step time (model only,
     random pixels; timed now, on the idle machine) against the training loop's median images/s."""
     from lanner.models.classifiers import build_classifier
     from lanner.tasks.classify.budget_size import DATA_FACTOR, step_seconds
     from lanner.tasks.classify.setup import DEFAULT_BATCH
-    from lanner.tasks.loading import load_run
 
-    loaded = load_run(run, "last", torch.device("cpu"))  # the size it trained at, chosen or not
-    size = int(loaded.meta.get("preprocessing")["image_size"])
+    size = int(meta.get("preprocessing")["image_size"])  # the size it trained at, chosen or not
     batch = int(cfg["batch_size"]) if cfg.get("batch_size", "null") != "null" else DEFAULT_BATCH
-    model = build_classifier(cfg["model"], len(loaded.meta.classes))[0]
+    model = build_classifier(cfg["model"], len(meta.classes))[0]
     probe_img_s = batch / step_seconds(model, size, batch, torch.device("cpu"))
     train_img_s = statistics.median(float(r["images_per_s"]) for r in history[1:] or history)
     return {
