@@ -37,6 +37,7 @@ from lanner.engine.checkpoint import load_checkpoint
 from lanner.engine.history import read_history
 from lanner.engine.trainer import TrainState
 from lanner.errors import DataError, RunInUseError
+from lanner.rundir import RunDir
 
 TINY = ["--model", "test_resnet", "--image-size", "16", "--no-hflip", "--augment", "light"]
 TINY_DETECT = ["--model", "fcos_test_resnet", "--image-size", "64", "--batch-size", "4", "--augment", "light"]
@@ -202,6 +203,43 @@ def test_a_stale_lock_is_taken_over_a_live_one_is_not(digits, tmp_path):
     (run / "run.lock").unlink()
     api.resume(run, quiet(), evaluate_after=False, epochs=2, lr=0.001)
     assert len(read_history(run / "history.csv")) == 2 and not (run / "run.lock").exists()
+
+
+def test_a_lock_is_never_seen_half_written(tmp_path, monkeypatch):
+    """A racing process that read an empty lock would call it stale and take a live run over."""
+    from lanner.engine import runlock
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    seen_while_writing = []
+
+    def write_and_look(path):
+        seen_while_writing.append(run.lock.exists())
+        write_owner(path)
+
+    write_owner = runlock.write_owner
+    monkeypatch.setattr(runlock, "write_owner", write_and_look)
+    lock = runlock.RunLock(run).acquire(quiet())
+    assert seen_while_writing == [False]  # the lock appeared only once its owner was written
+    assert runlock.read_owner(run.lock).is_this_process()
+    assert [p.name for p in run.path.iterdir()] == ["run.lock"]  # nothing else left in the run
+    lock.release()
+    assert not run.lock.exists()
+
+    run.lock.write_text("")  # half-written long ago (a process killed while writing it): stale
+    os.utime(run.lock, (time.time() - 60, time.time() - 60))
+    taken = runlock.RunLock(run).acquire(quiet())
+    assert taken.held and runlock.read_owner(run.lock).is_this_process()
+    taken.release()
+
+    def no_hard_links(*_):
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_hard_links)  # some network file systems: created, then written
+    taken = runlock.RunLock(run).acquire(quiet())
+    assert taken.held and runlock.read_owner(run.lock).is_this_process()
+    assert [p.name for p in run.path.iterdir()] == ["run.lock"]
+    taken.release()
 
 
 # --------------------------------------------------------------------- the interrupted epoch's loss

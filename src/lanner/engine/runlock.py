@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,6 +75,26 @@ def read_owner(lock: Path) -> LockOwner | None:
         return None
 
 
+def write_owner(path: Path) -> None:
+    """This process, as the owner a lock names."""
+    path.write_text(json.dumps(asdict(LockOwner.this_process())))
+
+
+def read_settled_owner(lock: Path, young_s: float = 5.0, waits: int = 20) -> LockOwner | None:
+    """:func:`read_owner`, waiting a moment for a lock just created and not yet written (only
+    where the file system has no hard links); an unreadable lock older than that is stale."""
+    for _ in range(waits):
+        owner = read_owner(lock)
+        try:
+            just_created = time.time() - lock.stat().st_mtime < young_s
+        except OSError:
+            return owner
+        if owner is not None or not just_created:
+            return owner
+        time.sleep(0.05)
+    return read_owner(lock)
+
+
 def refuse_if_in_use(run: RunDir) -> None:
     """A RunInUseError naming the owner when another live process holds ``run`` (nothing is taken)."""
     owner = read_owner(run.lock) if run.lock.exists() else None
@@ -118,17 +139,36 @@ class RunLock:
                 self.run.lock.unlink()
 
     def _create(self) -> bool:
-        """Write the lock if there is none (O_EXCL: of two processes racing, exactly one wins)."""
+        """Put the lock in place if there is none; of two processes racing, exactly one wins.
+
+        The owner is written to a file of this process first and hard-linked as the lock: link
+        fails when the lock exists, and a lock that exists is whole. (Created empty, then written,
+        a racing process could read it empty, call it stale and take a live run over.)
+        """
+        written = self.run.lock.with_name(f".{self.run.lock.name}.{os.getpid()}")
+        write_owner(written)
+        try:
+            os.link(written, self.run.lock)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create exclusively, then write
+            return self._create_in_place()
+        finally:
+            with contextlib.suppress(OSError):
+                written.unlink()
+        return True
+
+    def _create_in_place(self) -> bool:
         try:
             fd = os.open(self.run.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(LockOwner.this_process()), f)
+        os.close(fd)
+        write_owner(self.run.lock)
         return True
 
     def _clear_stale(self, console: Console) -> None:
-        owner = read_owner(self.run.lock)
+        owner = read_settled_owner(self.run.lock)
         if owner is not None and owner.may_be_alive() and not owner.is_this_process():
             raise RunInUseError(_in_use_message(self.run, owner))
         # This process's own lock (an earlier session in it that failed) is no one else's either.
