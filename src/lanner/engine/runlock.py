@@ -145,7 +145,8 @@ class RunLock:
         fails when the lock exists, and a lock that exists is whole. (Created empty, then written,
         a racing process could read it empty, call it stale and take a live run over.)
         """
-        written = self.run.lock.with_name(f".{self.run.lock.name}.{os.getpid()}")
+        # Named by host and pid: on a shared file system, processes of other hosts may share the pid.
+        written = self.run.lock.with_name(f".{self.run.lock.name}.{socket.gethostname()}.{os.getpid()}")
         write_owner(written)
         try:
             os.link(written, self.run.lock)
