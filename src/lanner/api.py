@@ -99,14 +99,15 @@ def train(
     config = _train_config(config, settings)
     _check_names(config)
     s = sessions.set_up(config, _console(console), _prepare)
-    if s.config.lr == "auto":
-        lr_auto.choose_lr(s)
+    # The range test's seconds start the run's wall clock: a --time budget pays for them too.
+    range_test_s = lr_auto.choose_lr(s) if s.config.lr == "auto" else 0.0
     spe = s.prepared.task.steps_per_epoch()
     state = TrainState(
         total_epochs=s.config.epochs,
         segments=[first_segment(s.config, spe)],
         monitor=s.config.monitor or s.prepared.task.monitor,
         patience=s.config.patience,
+        wall_seconds=range_test_s,
     )
     optimizer = build_optimizer(s.prepared.model, s.config, base_lr(s.config))
     for note in s.prepared.notes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 from rich.console import Console
@@ -53,19 +54,22 @@ def run_range_test(
     return result, summary
 
 
-def choose_lr(s: Session) -> None:
+def choose_lr(s: Session) -> float:
     """``--lr auto``: an LR range test on a copy of the fresh model picks the run's LR (process 0
-    runs it, the others are told); the chosen number replaces "auto" in config.yaml."""
-    lr = None
+    runs it, the others are told); the chosen number replaces "auto" in config.yaml. Returns the
+    seconds it took (process 0's): a ``--time`` budget pays for them."""
+    lr, started = None, time.perf_counter()
     if s.dist.is_main:
         result, _ = run_range_test(s, copy.deepcopy(s.prepared.model), 1e-7, 10.0, 100)
         found = result.suggestion is not None
         lr = result.suggestion if found else DEFAULT_LR[s.config.optimizer]
         how = "from the LR range test" if found else "the default: the loss never fell"
         s.console.print(f"--lr auto: {lr:.2g} ({how}; curve in {s.run.lr_find_plot})")
-    s.config = s.config.model_copy(update={"lr": float(distributed.broadcast(lr, s.dist))})
+    lr, seconds = distributed.broadcast((lr, time.perf_counter() - started), s.dist)
+    s.config = s.config.model_copy(update={"lr": float(lr)})
     if s.dist.is_main:
         write_text(s.run.config, s.config.to_yaml())
+    return seconds
 
 
 def print_lr_find(console: Console, config: TrainConfig, result: LRFindResult, run: RunDir) -> None:

@@ -118,7 +118,8 @@ class TrainState:
     monitor: str = "val_loss"
     patience: int | None = None
     train_seconds: float = 0.0  # time in training steps
-    wall_seconds: float = 0.0  # everything: training, validation, checkpoints and plots (the --time budget)
+    # everything: training, validation, checkpoints, plots and --lr auto's range test (the --time budget)
+    wall_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "segments"}
