@@ -113,7 +113,7 @@ def test_train_with_lr_auto_uses_the_range_tests_choice(tmp_path):
 
 
 def test_a_time_budget_pays_for_the_range_test_of_lr_auto(tmp_path, monkeypatch):
-    """``--time 8s --lr auto`` ends about 8 s after the range test starts, not 8 s after it ends."""
+    """``--time 20s --lr auto`` ends about 20 s after the range test starts, not 20 s after it ends."""
     import io
     import time
 
@@ -129,20 +129,21 @@ def test_a_time_budget_pays_for_the_range_test_of_lr_auto(tmp_path, monkeypatch)
 
     def choose_lr_timed(s):  # the real range test, its start and length noted
         started = time.perf_counter()
-        timed.append((started, lr_auto_choose_lr(s)))
-        return timed[-1][1]
+        seconds = lr_auto_choose_lr(s)
+        timed.append((started, time.perf_counter() - started))
+        return seconds
 
     lr_auto_choose_lr = lr_auto.choose_lr
     monkeypatch.setattr(lr_auto, "choose_lr", choose_lr_timed)
-    budget = 8.0
+    budget = 20.0
     config = make_config(
-        {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 96,
+        {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 40,
          "batch_size": 8, "lr": "auto", "time": f"{budget:g}s", "cache_dir": str(tmp_path / "cache")}
     )  # fmt: skip
     run = api.train(config, Console(file=io.StringIO()), evaluate_after=False)
     ended = time.perf_counter()
     started, range_test_s = timed[0]
     assert range_test_s > 1.5  # long enough that leaving it out of the budget shows below
-    assert ended - started < budget + 1.0, (ended - started, range_test_s)
+    assert ended - started < budget + range_test_s / 2, (ended - started, range_test_s)
     state = load_checkpoint(run / "checkpoints" / "last.ckpt")["train_state"]
-    assert range_test_s <= state["wall_seconds"] <= budget + 0.5
+    assert range_test_s <= state["wall_seconds"] <= budget + 1.0 and state["step"] > 0
