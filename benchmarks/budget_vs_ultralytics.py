@@ -167,6 +167,7 @@ def main() -> None:
         "--imgsz", type=int, default=128, help="Ultralytics' input size (lanner picks its own)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, help="work here and keep it (split, runs), not in a temp dir")
     parser.add_argument(
         "--lanner",
         nargs="*",
@@ -178,7 +179,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 2)
     results = {"data": str(args.data), "threads": torch.get_num_threads(), "budgets": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         split = split_folders(args.data, work / "data")
         results["images"] = {k: len(v) for k, v in split.items()}
         for minutes in args.minutes:

@@ -25,6 +25,8 @@ from lanner.engine.setup import DEFAULT_LR, build_optimizer
 from lanner.models.devices import autocast_for
 from lanner.rundir import RunDir
 
+RANGE_TEST_STEPS = 100  # --lr auto's range test: fewer when the loss diverges first
+
 
 def run_range_test(
     s: Session, model, start_lr: float, end_lr: float, steps: int
@@ -60,7 +62,7 @@ def choose_lr(s: Session) -> float:
     seconds it took (process 0's): a ``--time`` budget pays for them."""
     lr, started = None, time.perf_counter()
     if s.dist.is_main:
-        result, _ = run_range_test(s, copy.deepcopy(s.prepared.model), 1e-7, 10.0, 100)
+        result, _ = run_range_test(s, copy.deepcopy(s.prepared.model), 1e-7, 10.0, RANGE_TEST_STEPS)
         found = result.suggestion is not None
         lr = result.suggestion if found else DEFAULT_LR[s.config.optimizer]
         how = "from the LR range test" if found else "the default: the loss never fell"

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lanner.engine.budget import estimated_overhead, plan_steps
+from lanner.engine.lr_auto import RANGE_TEST_STEPS
 from lanner.tasks.classify.resizing import step_cost
 
 TARGET_EPOCHS = 10  # fewer than this at full size: shrink the input until they fit
@@ -67,6 +68,13 @@ def affordable_epochs(
         budget_s * TRAINING_SHARE, steps_per_epoch, step_s, estimated_overhead(step_s, batch, val_images)
     )
     return plan.steps / steps_per_epoch
+
+
+def range_test_seconds(step_s: float) -> float:
+    """What ``--lr auto``'s range test takes of the budget before the first epoch (api.train runs it
+    inside the budget): RANGE_TEST_STEPS training steps at the full size, an upper bound when the
+    input is then made smaller or the loss diverges early."""
+    return RANGE_TEST_STEPS * step_s * DATA_FACTOR
 
 
 def size_for_budget(full: int, epochs_at_full: float) -> int:

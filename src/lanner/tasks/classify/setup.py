@@ -29,6 +29,7 @@ from lanner.tasks.classify.budget_size import (
     SIZE_STEP,
     affordable_epochs,
     budget_note,
+    range_test_seconds,
     size_for_budget,
     step_seconds,
 )
@@ -115,12 +116,19 @@ def _budget_size(
     if from_environment().enabled:  # each process would time its own steps and might choose another size
         return size, ""
     batch = config.batch_size or DEFAULT_BATCH
-    splits = [r.split for r in dataset.records]  # the run's split is drawn (or restored) by now
-    val, train = splits.count("val"), sum(s not in ("val", "test") for s in splits)
-    step_s = step_seconds(model, size, batch, device)
-    epochs = affordable_epochs(parse_duration(config.time), train, val, batch, step_s)
+    epochs = budget_epochs(config, dataset, batch, step_seconds(model, size, batch, device))
     chosen = size_for_budget(size, epochs)
     return chosen, budget_note(config.time, size, chosen, epochs)
+
+
+def budget_epochs(config: TrainConfig, dataset: Dataset, batch: int, step_s: float) -> float:
+    """Epochs ``--time`` affords at ``step_s`` per step, after ``--lr auto``'s range test."""
+    splits = [r.split for r in dataset.records]  # the run's split is drawn (or restored) by now
+    val, train = splits.count("val"), sum(s not in ("val", "test") for s in splits)
+    budget_s = parse_duration(config.time)
+    if config.lr == "auto":
+        budget_s = max(0.0, budget_s - range_test_seconds(step_s))
+    return affordable_epochs(budget_s, train, val, batch, step_s)
 
 
 def default_input_size(default: int, dataset: Dataset) -> int:
