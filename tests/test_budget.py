@@ -28,7 +28,7 @@ from lanner.engine.checkpoint import load_checkpoint
 from lanner.engine.history import read_history
 from lanner.tasks.base import SHORT_RUN_EPOCHS, TrainRecipe
 from lanner.tasks.classify import resizing
-from lanner.tasks.classify.budget_size import affordable_epochs, range_test_seconds, size_for_budget
+from lanner.tasks.classify.budget_size import affordable_epochs, range_test_epochs, size_for_budget
 from lanner.tasks.classify.setup import budget_epochs, default_input_size
 from lanner.tasks.classify.training import ClassificationTask, mix_batch, random_erase
 
@@ -215,22 +215,17 @@ def test_a_short_budget_buys_its_epochs_at_a_lower_input_size():
 
 def test_the_input_size_rule_leaves_lr_autos_range_test_out_of_the_training_time(tmp_path):
     # --lr auto runs a 100-step range test inside the budget before the first epoch (api.train), so
-    # the size chosen for the budget must count on what is left, not on the whole budget.
+    # the size chosen for the budget must count on the epochs left, not on the whole budget.
     write_digit_folders(tmp_path / "digits", labels=(0, 1), per_class=40)
     dataset = read_dataset(tmp_path / "digits")
-    assign_validation_split(dataset, 0.2, seed=0)  # 64 train, 16 val images
+    assign_validation_split(dataset, 0.2, seed=0)  # 64 train, 16 val images: 8 steps of batch 8
     plain = make_config({"data": str(tmp_path / "digits"), "time": "60s"})
     auto = plain.model_copy(update={"lr": "auto"})
-    step_s = 0.125
-    assert range_test_seconds(step_s) == 16.25  # 100 steps, each with its data allowance (x1.3)
-    sizes = {"train_images": 64, "val_images": 16, "batch": 8}
-    whole = budget_epochs(plain, dataset, batch=8, step_s=step_s)
-    assert whole == affordable_epochs(60, step_s=step_s, **sizes)
-    after_range_test = budget_epochs(auto, dataset, batch=8, step_s=step_s)
-    assert after_range_test == affordable_epochs(60 - 16.25, step_s=step_s, **sizes)
-    assert after_range_test < 0.8 * whole
-    slow = budget_epochs(auto, dataset, batch=8, step_s=1.0)  # the range test alone outlasts the budget
-    assert slow == affordable_epochs(0, step_s=1.0, **sizes) < 0.2
+    assert range_test_epochs(steps_per_epoch=8) == 12.5  # 100 steps
+    whole = budget_epochs(plain, dataset, batch=8, step_s=0.125)
+    assert whole == affordable_epochs(60, train_images=64, val_images=16, batch=8, step_s=0.125)
+    assert budget_epochs(auto, dataset, batch=8, step_s=0.125) == whole - 12.5
+    assert budget_epochs(auto, dataset, batch=8, step_s=1.0) == 0  # the range test outlasts the budget
 
 
 def test_a_timed_run_chooses_and_keeps_a_smaller_input_size(tmp_path, capsys):

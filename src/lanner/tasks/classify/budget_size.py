@@ -70,11 +70,12 @@ def affordable_epochs(
     return plan.steps / steps_per_epoch
 
 
-def range_test_seconds(step_s: float) -> float:
-    """What ``--lr auto``'s range test takes of the budget before the first epoch (api.train runs it
-    inside the budget): RANGE_TEST_STEPS training steps at the full size, an upper bound when the
-    input is then made smaller or the loss diverges early."""
-    return RANGE_TEST_STEPS * step_s * DATA_FACTOR
+def range_test_epochs(steps_per_epoch: int) -> float:
+    """The epochs ``--lr auto``'s range test takes out of the budget before the first one (api.train
+    runs it inside the budget): RANGE_TEST_STEPS training steps. Counted in steps, not seconds, because
+    it runs at whatever input size is chosen, as the epochs do (an upper bound: validation is left out,
+    and the test stops early when the loss diverges)."""
+    return RANGE_TEST_STEPS / max(1, steps_per_epoch)
 
 
 def size_for_budget(full: int, epochs_at_full: float) -> int:

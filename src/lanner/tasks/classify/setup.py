@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from lanner.tasks.classify.budget_size import (
     SIZE_STEP,
     affordable_epochs,
     budget_note,
-    range_test_seconds,
+    range_test_epochs,
     size_for_budget,
     step_seconds,
 )
@@ -125,10 +126,10 @@ def budget_epochs(config: TrainConfig, dataset: Dataset, batch: int, step_s: flo
     """Epochs ``--time`` affords at ``step_s`` per step, after ``--lr auto``'s range test."""
     splits = [r.split for r in dataset.records]  # the run's split is drawn (or restored) by now
     val, train = splits.count("val"), sum(s not in ("val", "test") for s in splits)
-    budget_s = parse_duration(config.time)
+    epochs = affordable_epochs(parse_duration(config.time), train, val, batch, step_s)
     if config.lr == "auto":
-        budget_s = max(0.0, budget_s - range_test_seconds(step_s))
-    return affordable_epochs(budget_s, train, val, batch, step_s)
+        epochs = max(0.0, epochs - range_test_epochs(math.ceil(train / batch)))
+    return epochs
 
 
 def default_input_size(default: int, dataset: Dataset) -> int:
