@@ -21,6 +21,18 @@ def test_unknown_key_suggests_the_closest(tmp_path):
         apply_overrides({}, ["schedule.gama=0.5"])
 
 
+def test_a_nested_key_written_flat_is_shown_how_to_nest(tmp_path):
+    # the closest known key to "schedule.warmup_epochs" is itself: suggesting it would say nothing
+    path = tmp_path / "flat.yaml"
+    path.write_text("data: x\nschedule.warmup_epochs: 2\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"{path}: 'schedule.warmup_epochs' is a nested key: write it as schedule: {{warmup_epochs: ...}} "
+        "(on the command line: --set schedule.warmup_epochs=...)"
+    )
+
+
 def test_dotted_overrides_parse_values():
     values = apply_overrides(
         {"schedule": {"name": "cosine"}}, ["schedule.warmup_epochs=2", "lr=3e-4", "hflip=false"]

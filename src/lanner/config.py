@@ -574,7 +574,7 @@ def _error_key(model: type, loc: tuple) -> str:
 def _describe(model: type, key: str, errors: list[dict]) -> str:
     """One bad key (a union field reports each member's complaint), named with the option that sets it."""
     if errors[0]["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"unknown key {key!r}{suggest_key(key)}"
+        return _unknown_key(model, key)
     flag = flag_for(model, key)
     name = f"{key} ({flag})" if flag else key
     out_of_range = [e for e in errors if e["type"].startswith(("greater_than", "less_than"))]
@@ -584,6 +584,16 @@ def _describe(model: type, key: str, errors: list[dict]) -> str:
         return f"{name}: {out_of_range[0]['input']} is out of range; valid: {valid}"
     messages = dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors)
     return f"{name}: " + "; or ".join(messages)
+
+
+def _unknown_key(model: type, key: str) -> str:
+    """A key the config has no place for; a nested one written flat (``augment.rotate: 10``) is shown
+    how to nest it, since the closest known key would be the very same name."""
+    if "." in key and key in _all_keys(model):
+        *parents, leaf = key.split(".")
+        nested = "".join(f"{p}: {{" for p in parents) + f"{leaf}: ..." + "}" * len(parents)
+        return f"{key!r} is a nested key: write it as {nested} (on the command line: --set {key}=...)"
+    return f"unknown key {key!r}{suggest_key(key)}"
 
 
 def _raise_readable(model: type, err: ValidationError, source: str) -> None:
