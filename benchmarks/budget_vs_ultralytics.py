@@ -33,7 +33,7 @@ from rich.console import Console
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from lanner import api
-from lanner.config import make_config
+from lanner.config import apply_overrides, make_config
 from lanner.engine.checkpoint import load_checkpoint
 from lanner.rundir import CheckpointMeta
 
@@ -75,10 +75,9 @@ def run_lanner(
     root: Path, test: list[tuple[Path, str]], minutes: float, work: Path, overrides: dict | None = None
 ) -> dict:
     name = "-".join(f"{k}={v}" for k, v in (overrides or {}).items())
-    config = make_config(
-        {"data": str(root), "run": str(work / f"lanner-{minutes:g}m{name}"), "time": f"{minutes:g}m",
-         **(overrides or {})}
-    )  # fmt: skip
+    base = {"data": str(root), "run": str(work / f"lanner-{minutes:g}m{name}"), "time": f"{minutes:g}m"}
+    # as --set does: dotted keys (augment.rotate=10) nest, values parse as YAML scalars
+    config = make_config(apply_overrides(base, [f"{k}={v}" for k, v in (overrides or {}).items()]))
     start = time.perf_counter()
     run = api.train(config, Console(quiet=True), evaluate_after=False)
     train_s = time.perf_counter() - start
