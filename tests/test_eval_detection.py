@@ -6,7 +6,6 @@ import contextlib
 import copy
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -460,13 +459,14 @@ def test_write_outputs_without_ground_truth(tmp_path):
     }
 
 
-def test_hundred_images_thousand_detections_is_fast(rbc):
+def test_hundred_images_thousand_detections_evaluate_whole(rbc):
+    # Its speed is a benchmark's business (no timed unit tests); here: every image and class counted.
     _, dataset = rbc
     records = (dataset.records * 4)[:100]
     big = Dataset(dataset.classes, records, task="detect")
     predictions = _jittered_predictions(big, np.random.default_rng(5), tie_scores=False)
     assert sum(len(p) for p in predictions) > 1000
-    evaluate_detections(big, predictions[:5] + [Detections.empty()] * 95)  # warm imports
-    start = time.perf_counter()
-    evaluate_detections(big, predictions)
-    assert time.perf_counter() - start < 1.0
+    metrics = evaluate_detections(big, predictions)
+    assert 0.0 < metrics["map"] <= metrics["map50"] <= 1.0
+    missing = evaluate_detections(big, predictions[:50] + [Detections.empty()] * 50)
+    assert missing["map50"] < metrics["map50"]  # the 50 images left without detections count as misses
