@@ -98,9 +98,10 @@ def greedy_match(
     """(det, gt) pairs: each free detection in row (= score) order takes the free allowed ground
     truth with the highest IoU >= ``thr``. Marks what it matches as taken in the ``*_free`` masks."""
     pairs = []
-    for d in np.flatnonzero(det_free):
-        candidates = np.where(allowed[d] & gt_free & (iou[d] >= thr), iou[d], -1.0)
-        if not candidates.size or candidates.max() < 0:
+    reachable = allowed & (iou >= thr)  # [D, G]: what each detection could take if it were free
+    for d in np.flatnonzero(det_free & reachable.any(axis=1)):  # the others can take nothing
+        candidates = np.where(reachable[d] & gt_free, iou[d], -1.0)
+        if candidates.max() < 0:
             continue
         g = int(np.argmax(candidates))
         det_free[d] = gt_free[g] = False
