@@ -2,6 +2,7 @@
 and the recipe options (mixup, cutmix)."""
 
 import math
+import re
 import time
 
 import numpy as np
@@ -209,7 +210,7 @@ def test_a_short_budget_buys_its_epochs_at_a_lower_input_size():
     assert size_for_budget(96, 12.0) == 96  # enough epochs: the full size stays
     # the estimate is the budget planner's, with validation paid: 10 steps/epoch at 0.1 s (x1.3 for data)
     epochs = affordable_epochs(100, train_images=320, val_images=80, batch=32, step_s=0.1)
-    # 85 s less 2% spare / (1.3 s of steps + 0.61 s of validation and fixed cost per epoch) = 43.6
+    # 85 s less 2% spare / (1.3 s of steps + 0.60 s of validation and fixed cost per epoch) = 43.9
     assert 43 < epochs < 44
 
 
@@ -293,3 +294,35 @@ def test_an_epoch_slower_than_planned_ends_the_run_at_an_epoch_and_says_so(tmp_p
     assert len(rows) == 2 and state["total_epochs"] == 2  # not a third epoch the clock cuts at once
     assert f"slower than planned (a busy machine?): the run ends at epoch 2, step {state['step']} of" in said
     assert f"with the LR at {float(rows[-1]['lr']):.3g}, not decayed" in said
+
+
+def test_a_plan_inside_one_epoch_is_remade_as_the_steps_speed_up(tmp_path, capsys, monkeypatch):
+    # An epoch longer than the budget (tiles) ends no epoch to re-plan at. Here the first steps are
+    # slow (0.4 s, as a tiled run's first steps are) and the rest fast (0.05 s): the plan made after the
+    # first steps is re-made as the steps done double, so the run trains more steps than first planned,
+    # its LR schedule still ends at its last step, and the budget holds.
+    data = tmp_path / "digits"
+    write_digit_folders(data, per_class=100)  # 285 training images: 143 steps of 2, far beyond 8 s
+    slow_steps = []
+    training_step = ClassificationTask.training_step
+
+    def first_steps_slow(self, model, batch):
+        slow_steps.append(1)
+        time.sleep(0.4 if len(slow_steps) <= 3 else 0.05)
+        return training_step(self, model, batch)
+
+    monkeypatch.setattr(ClassificationTask, "training_step", first_steps_slow)
+    config = make_config(
+        {"data": str(data), "run": str(tmp_path / "run"), "model": "test_resnet", "image_size": 16,
+         "time": "8s", "batch_size": 2, "val_fraction": 0.05, "eval_train": 0,
+         "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip
+    run = api.train(config, evaluate_after=False)
+    said = " ".join(capsys.readouterr().out.split())
+    planned = [int(n) for n in re.findall(r"LR schedule laid out over (\d+) steps", said)]
+    state = load_checkpoint(run / "checkpoints" / "last.ckpt")["train_state"]
+    rows = read_history(run / "history.csv")
+    assert len(rows) == 1 and float(rows[0]["epoch_fraction"]) < 1  # one partial epoch
+    assert len(planned) >= 2 and planned[-1] > planned[0]  # re-made, for more steps than first planned
+    assert state["step"] == planned[-1] == state["segments"][0]["end_step"]  # its schedule ran whole
+    assert state["wall_seconds"] <= 8.0 * 1.05
