@@ -71,6 +71,15 @@ def scores(truth: list[str], predicted: list[str]) -> dict:
     }
 
 
+def kept_arguments(description: str) -> tuple[argparse.Namespace, Path]:
+    """For scripts that score a kept run again: (arguments ``kept`` and ``--out``, the kept lanner run)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("kept", type=Path, help="a --keep folder of budget_vs_ultralytics.py")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    return args, next(p for p in args.kept.glob("lanner-*") if p.is_dir())
+
+
 def run_lanner(
     root: Path, test: list[tuple[Path, str]], minutes: float, work: Path, overrides: dict | None = None
 ) -> dict:

@@ -12,12 +12,11 @@ images through lanner's own ``api.predict``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
 
-from budget_vs_ultralytics import scores
+from budget_vs_ultralytics import kept_arguments, scores
 from rich.console import Console
 
 from lanner import api
@@ -38,11 +37,7 @@ def score_variant(ckpt: dict, size: int | None, crop: float | None, test: list[P
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kept", type=Path, help="a --keep folder of budget_vs_ultralytics.py")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    run = next(p for p in args.kept.glob("lanner-*") if p.is_dir())
+    args, run = kept_arguments(__doc__.splitlines()[0])
     test = sorted((args.kept / "data" / "test").glob("*/*"))
     ckpt = load_checkpoint(run / "checkpoints" / "best.ckpt")
     trained = ckpt["meta"]["preprocessing"]

@@ -13,11 +13,11 @@ lanner's own ``api.predict`` (top-k = every class, 4 decimals as predictions.csv
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
+from budget_vs_ultralytics import kept_arguments
 from rich.console import Console
 from sklearn.metrics import accuracy_score, f1_score
 
@@ -60,11 +60,7 @@ def scored(logits: np.ndarray, targets: np.ndarray, bias: np.ndarray) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kept", type=Path, help="a --keep folder of budget_vs_ultralytics.py")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    run = next(p for p in args.kept.glob("lanner-*") if p.is_dir())
+    args, run = kept_arguments(__doc__.splitlines()[0])
     ckpt = run / "checkpoints" / "best.ckpt"
     classes = sorted(p.name for p in (args.kept / "data" / "test").iterdir())
     split = {}
